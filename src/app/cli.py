@@ -1,0 +1,218 @@
+"""The `saas` command: run, migrate and inspect the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from dotenv import dotenv_values
+
+from app.config import Settings, SettingsError, get_settings, load_settings
+
+cli = typer.Typer(
+    help="saas-backend: the API server, the worker and their tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _alembic_config(database_url: str | None = None) -> object:
+    from alembic.config import Config
+
+    ini = ROOT / "alembic.ini"
+    config = Config(str(ini if ini.exists() else Path.cwd() / "alembic.ini"))
+    if database_url:
+        config.attributes["database_url"] = database_url
+    return config
+
+
+def run_migrations(database_url: str, revision: str = "head") -> None:
+    """`alembic upgrade <revision>` against `database_url`."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = _alembic_config(database_url)
+    assert isinstance(config, Config)
+    command.upgrade(config, revision)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply every pending migration (alembic upgrade head) to APP_DATABASE_URL."""
+    settings = _settings()
+    run_migrations(settings.database_url)
+    typer.echo("migrations applied")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [APP_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [APP_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [APP_WORKERS]")] = None,
+) -> None:
+    """Run the production server (uvicorn)."""
+    settings = _settings()
+    worker_count = workers or settings.workers
+    if worker_count > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker process writes its samples here; /metrics adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="saas-metrics-")
+    import uvicorn
+
+    from app.core.logging import configure_logging
+
+    configure_logging(settings.log_level, json=settings.json_logs)
+    trusted = ",".join(settings.trusted_proxies)
+    uvicorn.run(
+        "app.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=worker_count,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+    )
+
+
+@cli.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Stop when the queue is empty")] = False,
+) -> None:
+    """Run the background worker (ARQ)."""
+    from app import worker as worker_module
+
+    worker_module.run(_settings(), burst=burst)
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI document (needs no database or Redis)."""
+    from app.main import create_app
+
+    placeholder = load_settings(
+        environment="development",
+        database_url="postgresql+asyncpg://localhost/openapi",
+        redis_url="redis://localhost:6379/0",
+        jwt_secret="openapi-generation-only-" + "x" * 16,
+        docs_enabled=True,
+        log_level="WARNING",
+    )
+    typer.echo(json.dumps(create_app(placeholder).openapi(), indent=2))
+
+
+@cli.command()
+def dev(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded services keep data")] = Path(
+        ".data"
+    ),
+    reload: Annotated[bool, typer.Option(help="Restart the API when the code changes")] = True,
+) -> None:
+    """The whole system on this machine: embedded PostgreSQL, Redis, SMTP sink, API and worker.
+
+    Nothing needs to be installed or configured first. An APP_* variable you set still wins.
+    """
+    from app.dev import EmbeddedPostgres, EmbeddedRedis, SmtpSink
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started: list[EmbeddedPostgres | EmbeddedRedis | SmtpSink] = []
+    env = os.environ
+    env.setdefault("APP_ENVIRONMENT", "development")
+    # A value in .env counts as set too: it is the user's choice, not ours to override.
+    configured = set(env) | {key for key, value in dotenv_values(".env").items() if value}
+    if "APP_JWT_SECRET" not in configured:
+        env["APP_JWT_SECRET"] = _dev_secret(data_dir / "jwt_secret")
+    try:
+        if "APP_DATABASE_URL" not in configured:
+            postgres = EmbeddedPostgres(data_dir / "postgres")
+            env["APP_DATABASE_URL"] = postgres.start()
+            started.append(postgres)
+        if "APP_REDIS_URL" not in configured:
+            redis = EmbeddedRedis(data_dir / "redis")
+            env["APP_REDIS_URL"] = redis.start()
+            started.append(redis)
+        if not {"APP_SMTP_HOST", "APP_SMTP_PORT"} & configured:
+            sink = SmtpSink(mail_dir=data_dir / "mail", echo=True).start()
+            env["APP_SMTP_HOST"], env["APP_SMTP_PORT"] = sink.host, str(sink.port)
+            started.append(sink)
+        get_settings.cache_clear()
+        settings = _settings()
+        run_migrations(settings.database_url)
+        _print_banner(host, port, data_dir)
+        worker_process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
+        try:
+            import uvicorn
+
+            uvicorn.run(
+                "app.main:app",
+                host=host,
+                port=port,
+                reload=reload,
+                reload_dirs=[str(Path(__file__).parent)] if reload else None,
+                log_config=None,
+                access_log=False,
+            )
+        finally:
+            worker_process.terminate()
+            try:
+                worker_process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker_process.kill()
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def _dev_secret(path: Path) -> str:
+    """A development JWT secret, generated once and kept under the data directory."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _print_banner(host: str, port: int, data_dir: Path) -> None:
+    base = f"http://{host}:{port}"
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                "saas-backend is starting (development)",
+                f"  API       {base}/api/v1",
+                f"  Docs      {base}/docs",
+                f"  Ready     {base}/ready",
+                f"  Data      {data_dir} (mail saved under {data_dir / 'mail'})",
+                "  Ctrl-C stops everything.",
+                "",
+            ]
+        )
+    )
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Application settings: the only place that reads the environment.
+
+Every variable is `APP_<FIELD>` (or a line of `.env`). Required secrets have no default, and
+`load_settings()` turns a missing or invalid one into a one-line `SettingsError` that names the
+variable, so that a misconfigured process stops at once with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "staging", "production"]
+
+# Secrets that appear in docs, examples and tutorials; production refuses them outright.
+_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "your-secret-key",
+        "supersecret",
+        "please-change-me",
+        "dev",
+        "development",
+        "test",
+        "password",
+    }
+)
+_PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "example", "placeholder", "insecure")
+
+
+class SettingsError(Exception):
+    """The configuration cannot start the application; the message is one line."""
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APP_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    environment: Environment = "development"
+
+    # Services
+    database_url: str = Field(min_length=1)
+    redis_url: str = Field(min_length=1)
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    db_echo: bool = False
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    ready_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # Security
+    jwt_secret: SecretStr = Field(min_length=32)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "saas-backend"
+    jwt_audience: str = "saas-backend-api"
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=1)
+    refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str] | None, NoDecode] = None
+    rate_limit_enabled: bool = True
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    # Mail
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    mail_from: str = "no-reply@example.com"
+    frontend_url: str = "http://localhost:5173"
+
+    # Presentation and business
+    docs_enabled: bool | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] | None = None
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    require_verified_email: bool = False
+
+    # `saas serve`
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    graceful_shutdown_seconds: int = Field(default=20, ge=1)
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        secret = self.jwt_secret.get_secret_value()
+        lowered = secret.lower()
+        if (
+            lowered in _PLACEHOLDER_SECRETS
+            or any(marker in lowered for marker in _PLACEHOLDER_MARKERS)
+            or len(set(secret)) < 10
+        ):
+            raise ValueError(
+                "APP_JWT_SECRET is a placeholder or too weak for production "
+                "(use e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        if "*" in self.allowed_origins:
+            raise ValueError("APP_CORS_ORIGINS must not contain '*' in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def show_docs(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format is not None:
+            return self.log_format == "json"
+        return self.environment != "development"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        if self.cors_origins is not None:
+            return self.cors_origins
+        return [self.frontend_url.rstrip("/")]
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming each offending variable, never echoing its value (it may be a secret)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in item["loc"] if part != "__root__"]
+        if loc:
+            name = "APP_" + loc[0].upper()
+            message = "is required" if item["type"] == "missing" else item["msg"]
+            problems.append(f"{name} {message}")
+        else:
+            problems.append(item["msg"].removeprefix("Value error, "))
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (and overrides) or raise a one-line SettingsError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,163 @@
+"""The database core: engine, sessions, the one transaction boundary, and model building blocks.
+
+`get_session` is the only place that commits a request's work: it commits when the endpoint
+returns and rolls back when anything raises. Services and repositories `flush()`; they never
+commit. Workers and scripts get the same behaviour from `session_scope()`. Callbacks registered
+with `after_commit()` run once the transaction has committed (and never if it rolled back): that
+is how side effects such as background jobs stay consistent with the data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlmodel import Field, SQLModel
+
+from app.config import Settings
+from app.core.logging import get_logger
+
+log = get_logger(__name__)
+
+# Deterministic constraint names so that Alembic migrations can refer to them (and drop them).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+metadata: MetaData = SQLModel.metadata
+
+AfterCommit = Callable[[], Awaitable[None]]
+_AFTER_COMMIT_KEY = "after_commit"
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): index-friendly, not guessable in sequence."""
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b, 62 bits
+    return uuid.UUID(int=value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UUIDModel(SQLModel):
+    """A time-ordered UUID primary key."""
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+
+
+class TimestampMixin(SQLModel):
+    """`created_at` and `updated_at`, timezone-aware and set by the application and the database."""
+
+    created_at: datetime = Field(
+        default_factory=utcnow,
+        sa_type=DateTime(timezone=True),
+        sa_column_kwargs={"server_default": func.now(), "nullable": False},
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow,
+        sa_type=DateTime(timezone=True),
+        sa_column_kwargs={"server_default": func.now(), "onupdate": utcnow, "nullable": False},
+    )
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """The async engine, with its pool and timeouts taken from settings."""
+    return create_async_engine(
+        settings.database_url,
+        echo=settings.db_echo,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": settings.db_connect_timeout_seconds,
+            "server_settings": {
+                "application_name": "saas-backend",
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+            },
+        },
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # SQLAlchemy's AsyncSession, not SQLModel's: the latter marks `execute()` deprecated (our
+    # tests turn warnings into errors) and its `exec()` is not typed for UPDATE or text().
+    # expire_on_commit=False: responses are serialised after the commit, from loaded attributes.
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once this session's transaction has committed; dropped on rollback."""
+    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+async def _run_after_commit(session: AsyncSession) -> None:
+    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            # The data is committed; a failed side effect must not turn success into an error.
+            log.exception("after_commit.failed", callback=getattr(callback, "__qualname__", "?"))
+
+
+@asynccontextmanager
+async def session_scope(
+    factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on any exception, then after-commit work."""
+    async with factory() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            session.info.pop(_AFTER_COMMIT_KEY, None)
+            await session.rollback()
+            raise
+    await _run_after_commit(session)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session and transaction (function scope: committed before the response)."""
+    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
+    async with session_scope(factory) as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def session_factory_from(request: Request) -> async_sessionmaker[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
+    return factory
+
+
+def describe_engine(engine: AsyncEngine) -> dict[str, Any]:
+    """Where the engine points, without credentials (for logs)."""
+    url = engine.url
+    return {"host": url.host, "port": url.port, "database": url.database}

@@ -1,0 +1,93 @@
+"""Structured logging: one JSON object per line (a readable console in development).
+
+structlog renders our own events and, through `ProcessorFormatter`, the records of the standard
+library loggers too (uvicorn, SQLAlchemy, ARQ), so every line has the same shape. The request id
+is bound in a context variable by the request middleware and appears in every line of a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+from typing import Any
+
+import structlog
+import structlog.tracebacks
+from structlog.types import EventDict, Processor
+
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|authorization|cookie|hash", re.IGNORECASE)
+_REDACTED = "[REDACTED]"
+
+
+def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """A safety net: a field whose name looks secret never reaches the output."""
+    for key in event_dict:
+        if key != "event" and _SECRET_KEY.search(key):
+            event_dict[key] = _REDACTED
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    """Configure structlog and the standard library logging; safe to call more than once."""
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+        # Tracebacks as data, without local variables: locals can hold passwords and tokens.
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "structlog": {
+                    "()": structlog.stdlib.ProcessorFormatter,
+                    "foreign_pre_chain": [structlog.stdlib.ExtraAdder(), *shared],
+                    "processors": [
+                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        renderer,
+                    ],
+                }
+            },
+            "handlers": {
+                "default": {"class": "logging.StreamHandler", "formatter": "structlog"},
+            },
+            "root": {"handlers": ["default"], "level": level},
+            "loggers": {
+                # Our access line replaces uvicorn's; its error logger keeps startup messages.
+                "uvicorn": {"handlers": [], "propagate": True},
+                "uvicorn.error": {"handlers": [], "propagate": True},
+                "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
+                "sqlalchemy.engine": {"level": "WARNING"},
+                "arq": {"handlers": [], "propagate": True},
+            },
+        }
+    )
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,245 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and context variables).
+
+Order, outermost first, as `install_middleware` adds them:
+RequestContext (request id, access log, metrics) -> SecurityHeaders -> CORS -> GZip ->
+BodySizeLimit -> UnhandledError -> FastAPI's exception middleware and router.
+Unhandled errors are turned into a 500 Problem *inside* the others, so a 500 still carries the
+request id, the security and CORS headers, and is logged and counted like any other response.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.core import metrics
+from app.core.errors import BodyTooLarge, internal_error_response, problem_response
+from app.core.logging import get_logger
+
+log = get_logger("app.access")
+error_log = get_logger("app.errors")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_UNMATCHED_ROUTE = "<unmatched>"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (`/api/v1/orders/{order_id}`), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path) if path else _UNMATCHED_ROUTE
+
+
+def client_ip(scope: Scope) -> str | None:
+    """The peer address as the server resolved it (uvicorn applies trusted proxy headers)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+class RequestContextMiddleware:
+    """Request id in, request id out; one access line and the metrics per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        incoming = _header(scope, b"x-request-id")
+        request_id = (
+            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        )
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            duration = time.perf_counter() - started
+            route = route_template(scope)
+            metrics.observe_request(scope["method"], route, status, duration)
+            log.info(
+                "http.request",
+                method=scope["method"],
+                route=route,
+                path=scope["path"],
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+                client_ip=client_ip(scope),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+class SecurityHeadersMiddleware:
+    """The headers of API.md on every response; HSTS only in production."""
+
+    _DOCS_CSP = (
+        "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+        "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+        "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
+    )
+    _API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+    def __init__(self, app: ASGIApp, *, hsts: bool, docs_paths: frozenset[str]) -> None:
+        self.app = app
+        self.hsts = hsts
+        self.docs_paths = docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_docs = scope["path"] in self.docs_paths
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["X-Frame-Options"] = "DENY"
+                headers["Referrer-Policy"] = "no-referrer"
+                if is_docs:
+                    headers["Content-Security-Policy"] = self._DOCS_CSP
+                elif "json" in headers.get("content-type", ""):
+                    headers["Content-Security-Policy"] = self._API_CSP
+                if self.hsts:
+                    headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodySizeLimitMiddleware:
+    """413 for a body over the limit: at once from Content-Length, or while it streams in."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            scope,
+            status=413,
+            code="PAYLOAD_TOO_LARGE",
+            detail=f"Request body over the limit of {self.max_bytes} bytes",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+class UnhandledErrorMiddleware:
+    """Anything unexpected becomes a generic 500 Problem; the traceback is logged once, here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            error_log.exception(
+                "request.unhandled_error", method=scope["method"], path=scope["path"]
+            )
+            if response_started:
+                raise
+            await internal_error_response(scope)(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    """Add the stack; `add_middleware` prepends, so the last added is the outermost."""
+    docs_paths = frozenset(
+        path for path in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if path
+    )
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        expose_headers=[
+            "X-Request-ID",
+            "Location",
+            "Retry-After",
+            "Idempotent-Replayed",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],
+        max_age=600,
+    )
+    app.add_middleware(
+        SecurityHeadersMiddleware, hsts=settings.is_production, docs_paths=docs_paths
+    )
+    app.add_middleware(RequestContextMiddleware)
+
+
+def header_value(scope: Scope, name: str) -> str | None:
+    """A request header from the ASGI scope (case-insensitive name)."""
+    return _header(scope, name.lower().encode("latin-1"))

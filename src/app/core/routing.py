@@ -1,0 +1,72 @@
+"""The route class every router uses: JSON-only bodies and Problem-typed error responses."""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.params import Form
+from fastapi.routing import APIRoute
+
+from app.core.errors import Problem, UnsupportedMediaTypeError
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+class AppRoute(APIRoute):
+    """An APIRoute that answers 415 to a non-JSON body and documents its 422 as a Problem."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        has_params = bool(get_flat_params(self.dependant)) or self.body_field is not None
+        if has_params and 422 not in self.responses and "422" not in self.responses:
+            self.responses[422] = {"model": Problem, "description": "Validation Error"}
+            self.response_fields.update(_problem_field(self))
+
+    @property
+    def expects_json(self) -> bool:
+        body = self.body_field
+        return body is not None and not isinstance(body.field_info, Form)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not self.expects_json:
+            return handler
+
+        async def json_only(request: Request) -> Response:
+            content_type = request.headers.get("content-type")
+            if request.method in _BODY_METHODS and content_type and not _is_json(content_type):
+                raise UnsupportedMediaTypeError(
+                    f"Content-Type {content_type.split(';')[0]!r} is not supported; "
+                    "send application/json"
+                )
+            return await handler(request)
+
+        return json_only
+
+
+def _problem_field(route: APIRoute) -> dict[int | str, Any]:
+    # FastAPI builds response fields in __init__; rebuild them for the 422 added afterwards.
+    from fastapi.utils import create_model_field
+
+    field = create_model_field(
+        name=f"Response_422_{route.unique_id}", type_=Problem, mode="serialization"
+    )
+    return {422: field}
+
+
+def make_router(**kwargs: Any) -> APIRouter:
+    """An APIRouter whose routes are `AppRoute`s."""
+    return APIRouter(route_class=AppRoute, **kwargs)

@@ -1,0 +1,77 @@
+"""The application factory and its lifespan.
+
+`create_app(settings)` builds a fully configured app; the lifespan opens the engine, the session
+factory and the Redis/ARQ client on start-up and closes them on shutdown. ASGI servers import
+`app.main:app`, which is built on first access from the environment's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.config import Settings, SettingsError, get_settings
+from app.core.database import create_engine, create_session_factory, describe_engine
+from app.core.errors import register_error_handlers
+from app.core.logging import configure_logging, get_logger
+from app.core.middleware import install_middleware
+from app.core.openapi import install_openapi
+from app.core.redis import create_redis
+from app.features.health.router import router as health_router
+
+log = get_logger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    app.state.engine = engine
+    app.state.session_factory = create_session_factory(engine)
+    app.state.redis = redis
+    log.info("app.started", environment=settings.environment, database=describe_engine(engine))
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+        log.info("app.stopped")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    configure_logging(settings.log_level, json=settings.json_logs)
+    docs = settings.show_docs
+    app = FastAPI(
+        title="saas-backend",
+        version="1.0.0",
+        description="Auth, users, a product catalog and orders, over one REST API.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    register_error_handlers(app)
+    install_middleware(app, settings)
+    install_openapi(app)
+    app.include_router(health_router)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`app.main:app` for ASGI servers, built lazily so that importing this module needs no env."""
+    if name == "app":
+        try:
+            application = create_app(get_settings())
+        except SettingsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

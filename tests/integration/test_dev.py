@@ -1,0 +1,115 @@
+"""The embedded services that `saas dev` and the tests use on a bare machine, and `saas dev`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.dev import EmbeddedPostgres, EmbeddedRedis, SmtpSink, free_port
+
+
+def _send(sink: SmtpSink, subject: str) -> None:
+    message = EmailMessage()
+    message["From"] = "a@example.com"
+    message["To"] = "b@example.com"
+    message["Subject"] = subject
+    message.set_content("Open http://localhost:5173/verify-email?token=abc now")
+    message.add_alternative("<p>hello</p>", subtype="html")
+    with smtplib.SMTP(sink.host, sink.port) as smtp:
+        smtp.send_message(message)
+
+
+def test_smtp_sink_captures_saves_and_fails_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = SmtpSink(mail_dir=tmp_path / "mail", echo=True).start()
+    try:
+        _send(sink, "first")
+        sink.fail_next("451 4.3.0 Try again later")
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            _send(sink, "refused")
+        assert info.value.smtp_code == 451
+        mails = sink.wait_for(1)
+        assert [mail.subject for mail in mails] == ["first"]
+        assert mails[0].links == ["http://localhost:5173/verify-email?token=abc"]
+        assert mails[0].html.strip() == "<p>hello</p>"
+        assert mails[0].recipients == ["b@example.com"]
+        assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+        assert "Link: http://localhost:5173/verify-email?token=abc" in capsys.readouterr().out
+    finally:
+        sink.stop()
+
+
+@pytest.mark.slow
+async def test_embedded_postgres_and_redis_serve_real_connections() -> None:
+    root = Path(tempfile.mkdtemp(prefix="saas-emb-"))
+    postgres, redis = EmbeddedPostgres(root / "pg", database="demo"), EmbeddedRedis(root / "r")
+    try:
+        url = postgres.start()
+        assert postgres.start() == url  # a second start reuses the data directory
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        assert await conn.fetchval("SELECT current_database()") == "demo"
+        await conn.close()
+        client: Redis = Redis.from_url(redis.start())
+        assert await client.ping() is True
+        await client.aclose()
+    finally:
+        postgres.stop()
+        redis.stop()
+
+
+@pytest.mark.slow
+def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    data_dir = Path(tempfile.mkdtemp(prefix="saas-dev-"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "dev",
+            "--port",
+            str(port),
+            "--no-reload",
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        ready = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert ready is not None, "saas dev never answered"
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+        assert (data_dir / "jwt_secret").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert f"http://127.0.0.1:{port}/docs" in output
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)

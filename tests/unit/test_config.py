@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from app.config import Settings, SettingsError, load_settings
+
+STRONG_SECRET = "Zq8v-2LmT9xR4pW7yB1nC6dF3gH5jK0s"
+BASE = {
+    "database_url": "postgresql+asyncpg://u@localhost/db",
+    "redis_url": "redis://localhost:6379/0",
+    "jwt_secret": STRONG_SECRET,
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory) -> None:
+    for name in ("APP_DATABASE_URL", "APP_REDIS_URL", "APP_JWT_SECRET", "APP_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+class TestRequiredSettings:
+    @pytest.mark.parametrize("missing", ["database_url", "redis_url", "jwt_secret"])
+    def test_missing_required_setting_is_named_in_one_line(self, missing: str) -> None:
+        values = {key: value for key, value in BASE.items() if key != missing}
+        with pytest.raises(SettingsError) as info:
+            load_settings(**values)
+        message = str(info.value)
+        assert f"APP_{missing.upper()} is required" in message
+        assert "\n" not in message
+
+    def test_short_jwt_secret_is_refused_without_echoing_it(self) -> None:
+        with pytest.raises(SettingsError) as info:
+            load_settings(**{**BASE, "jwt_secret": "short-secret-value"})
+        assert "APP_JWT_SECRET" in str(info.value)
+        assert "short-secret-value" not in str(info.value)
+
+    def test_reads_app_prefixed_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("APP_DATABASE_URL", BASE["database_url"])
+        monkeypatch.setenv("APP_REDIS_URL", BASE["redis_url"])
+        monkeypatch.setenv("APP_JWT_SECRET", STRONG_SECRET)
+        monkeypatch.setenv("APP_TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")
+        monkeypatch.setenv("APP_CORS_ORIGINS", '["https://a.example", "https://b.example"]')
+        settings = Settings()  # type: ignore[call-arg]
+        assert settings.trusted_proxies == ["10.0.0.1", "10.0.0.2"]
+        assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+        assert settings.jwt_secret.get_secret_value() == STRONG_SECRET
+        assert STRONG_SECRET not in repr(settings)
+
+
+class TestProductionSafety:
+    @pytest.mark.parametrize(
+        "secret",
+        ["changeme-changeme-changeme-changeme", "a" * 40, "please-use-an-example-secret-000000"],
+    )
+    def test_weak_or_placeholder_secret_is_refused(self, secret: str) -> None:
+        with pytest.raises(SettingsError, match="APP_JWT_SECRET"):
+            load_settings(**{**BASE, "environment": "production", "jwt_secret": secret})
+
+    def test_weak_secret_is_accepted_outside_production(self) -> None:
+        settings = load_settings(**{**BASE, "jwt_secret": "a" * 40})
+        assert settings.environment == "development"
+
+    def test_wildcard_cors_is_refused(self) -> None:
+        with pytest.raises(SettingsError, match="APP_CORS_ORIGINS"):
+            load_settings(**{**BASE, "environment": "production", "cors_origins": "*"})
+
+    def test_docs_are_off_unless_asked_for(self) -> None:
+        assert load_settings(**{**BASE, "environment": "production"}).show_docs is False
+        enabled = load_settings(**{**BASE, "environment": "production", "docs_enabled": True})
+        assert enabled.show_docs is True
+        assert load_settings(**BASE).show_docs is True
+
+    def test_cors_defaults_to_the_frontend(self) -> None:
+        settings = load_settings(**{**BASE, "frontend_url": "https://app.example/"})
+        assert settings.allowed_origins == ["https://app.example"]
+
+    def test_logs_are_json_outside_development(self) -> None:
+        assert load_settings(**{**BASE, "environment": "production"}).json_logs is True
+        assert load_settings(**BASE).json_logs is False
+        assert load_settings(**{**BASE, "log_format": "json"}).json_logs is True
