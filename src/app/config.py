@@ -7,8 +7,10 @@ variable, so that a misconfigured process stops at once with a message an operat
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -33,6 +35,28 @@ _PLACEHOLDER_SECRETS = frozenset(
     }
 )
 _PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "example", "placeholder", "insecure")
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota.
+
+    `os.cpu_count()` reports the host's CPUs, so a container limited to 2 CPUs on a 64-core host
+    would start 64 server processes; the quota (`docker run --cpus`, Kubernetes limits) is the
+    number that matters.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0)) or 1
+    else:  # pragma: no cover - macOS and Windows have no affinity call
+        count = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        limit = math.ceil(int(quota) / int(period))  # "max 100000" (no quota) raises too
+    except (OSError, ValueError, ZeroDivisionError):
+        return count
+    return min(count, max(1, limit))
 
 
 class SettingsError(Exception):
@@ -89,7 +113,7 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
     argon2_parallelism: int = Field(default=1, ge=1)
     # Hashes in flight at once; each holds its memory and a core.
-    password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    password_hash_concurrency: int = Field(default_factory=lambda: available_cpus(), ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
     # Mail
@@ -112,7 +136,7 @@ class Settings(BaseSettings):
     # `saas serve`
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    workers: int = Field(default_factory=lambda: available_cpus(), ge=1)
     graceful_shutdown_seconds: int = Field(default=20, ge=1)
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
