@@ -7,7 +7,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: help uv sync dev test lint format typecheck migrate openapi check clean
+.PHONY: help uv sync dev test contract lint lint-compose audit format typecheck migrate openapi check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,9 +26,44 @@ dev: sync ## Run the whole system locally (embedded PostgreSQL, Redis, SMTP sink
 test: sync ## Run the test suite with coverage (real PostgreSQL and Redis, see README)
 	$(RUN) pytest
 
-lint: sync ## ruff check + ruff format --check
+lint: sync ## ruff, hadolint (Dockerfile), actionlint (workflows), docker-compose.yml validation
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) hadolint Dockerfile
+	$(RUN) actionlint
+	@$(MAKE) --no-print-directory lint-compose
+
+# Validated against .env.example, so that no .env is needed. docker-compose 1.29 (Debian's
+# package) validates without a Docker engine; it is installed when missing and we may (root
+# with apt). `docker compose` (v2) validates too when present.
+COMPOSE_ENV := APP_ENV_FILE=.env.example
+lint-compose: ## Validate docker-compose.yml (docker-compose 1.29 and docker compose v2)
+	@if ! command -v docker-compose >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+			&& command -v apt-get >/dev/null 2>&1; then \
+		echo "lint: installing docker-compose (Debian) to validate docker-compose.yml"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null; } \
+			|| echo "lint: could not install docker-compose"; \
+	fi
+	@checked=; \
+	if command -v docker-compose >/dev/null 2>&1; then \
+		$(COMPOSE_ENV) docker-compose --env-file .env.example config -q && checked=1 \
+			&& echo "lint: docker-compose.yml valid ($$(docker-compose version --short))" || exit 1; \
+	fi; \
+	if docker compose version >/dev/null 2>&1; then \
+		$(COMPOSE_ENV) docker compose --env-file .env.example config -q && checked=1 \
+			&& echo "lint: docker-compose.yml valid (docker compose $$(docker compose version --short))" \
+			|| exit 1; \
+	fi; \
+	[ -n "$$checked" ] || echo "lint: SKIPPED docker-compose.yml validation:" \
+		"neither docker-compose nor docker compose is installed (apt-get install docker-compose)"
+
+audit: sync ## pip-audit of the locked runtime dependencies (needs PyPI's vulnerability API)
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt > .audit-requirements.txt
+	$(UV) tool run --from pip-audit==2.10.1 pip-audit --requirement .audit-requirements.txt \
+		--disable-pip --strict --progress-spinner off; \
+		status=$$?; rm -f .audit-requirements.txt; exit $$status
 
 format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
