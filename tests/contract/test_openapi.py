@@ -21,32 +21,12 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.python import asgi
 
-from app.config import load_settings
 from app.features.users.models import Role, User
 from app.main import create_app
 from tests.conftest import SettingsFactory
+from tests.contract.document import schema
 
 MAX_EXAMPLES = int(os.environ.get("APP_TEST_CONTRACT_EXAMPLES", "20"))
-
-
-def _document() -> dict[str, object]:
-    """The OpenAPI document, as `saas openapi` prints it: building it needs no services.
-
-    The operations are parametrized at collection time, before any fixture has a database; the
-    requests go to a real app (`contract_app`) whose served document is checked to be this one.
-    """
-    placeholder = load_settings(
-        environment="test",
-        database_url="postgresql+asyncpg://localhost/openapi",
-        redis_url="redis://localhost:6379/0",
-        jwt_secret="contract-document-only-" + "x" * 16,
-        log_level="WARNING",
-        _env_file=None,
-    )
-    return create_app(placeholder).openapi()
-
-
-schema = schemathesis.openapi.from_dict(_document())
 
 
 @pytest.fixture
@@ -94,13 +74,3 @@ def test_the_served_document_is_the_one_under_contract(contract_app: FastAPI) ->
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == schema.raw_schema
-
-
-def test_every_documented_route_is_under_contract() -> None:
-    operations = {
-        f"{method.upper()} {path}"
-        for path, item in schema.raw_schema["paths"].items()
-        for method in item
-        if method in {"get", "post", "put", "patch", "delete"}
-    }
-    assert {"GET /health", "GET /ready"} <= operations
