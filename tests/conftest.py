@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -23,6 +23,7 @@ from app.cli import run_migrations
 from app.config import Settings, load_settings
 from app.dev import SmtpSink
 from app.main import create_app
+from app.worker import drain as drain_worker
 from tests.services import Services, find_services
 
 TEST_JWT_SECRET = "test-secret-" + "k" * 40
@@ -177,3 +178,17 @@ async def make_client(
     for manager, http in reversed(stack):
         await http.aclose()
         await manager.__aexit__(None, None, None)
+
+
+DrainJobs = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def drain_jobs(settings: Settings) -> DrainJobs:
+    """`await drain_jobs()`: relay every pending outbox row to ARQ and run a burst worker until
+    the queue is empty, so every email of committed work is then in `smtp_sink.messages`."""
+
+    async def drain() -> None:
+        await drain_worker(settings)
+
+    return drain

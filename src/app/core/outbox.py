@@ -21,7 +21,7 @@ from app.core.database import TimestampMixin, UUIDModel, utcnow
 class OutboxMessage(UUIDModel, table=True):
     """A job asked for by a committed transaction; `sent_at` is set once ARQ has it."""
 
-    __tablename__: ClassVar[str] = "outbox"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "outbox"
     __table_args__: ClassVar[tuple[Any, ...]] = (
         # The relay's query: unsent rows, oldest first. Partial, so it stays as small as the
         # backlog however many sent rows the retention period keeps.
@@ -53,7 +53,7 @@ class EmailDelivery(TimestampMixin, SQLModel, table=True):
     schedule, and the record must outlive any re-delivery of the job.
     """
 
-    __tablename__: ClassVar[str] = "email_deliveries"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "email_deliveries"
     __table_args__: ClassVar[tuple[Any, ...]] = (
         CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
         Index("ix_email_deliveries_updated_at", "updated_at"),
