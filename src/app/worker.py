@@ -58,7 +58,9 @@ async def prune(ctx: dict[str, Any]) -> int:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.setdefault("settings", get_settings())
+    if "settings" not in ctx:
+        ctx["settings"] = get_settings()
+    settings: Settings = ctx["settings"]
     engine = create_engine(settings)
     factory = create_session_factory(engine)
     redis: ArqRedis = ctx["redis"]

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def render_email(
 
 
 def message_id_for(outbox_id: uuid.UUID, sender: str) -> str:
-    domain = sender.rpartition("@")[2] or "localhost"
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     return f"<{outbox_id}@{domain}>"
 
 
