@@ -112,8 +112,8 @@ def render_email(
 
 
 def message_id_for(outbox_id: uuid.UUID, sender: str) -> str:
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    return f"<{outbox_id}@{domain}>"
+    _, at, domain = parseaddr(sender)[1].rpartition("@")
+    return f"<{outbox_id}@{domain if at and domain else 'localhost'}>"
 
 
 def build_message(
