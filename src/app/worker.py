@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from app.config import Settings, get_settings
 from app.core.database import create_engine, create_session_factory
 from app.core.email import SEND_EMAIL_JOB, prune_deliveries, send_email
-from app.core.jobs import QUEUE_NAME, install_dispatcher, prune_outbox, relay_outbox
+from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
 from app.core.redis import arq_redis_settings, create_redis
 
@@ -97,10 +97,14 @@ class WorkerSettings:
 
 
 def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
-    """Every job the worker runs; features' jobs (their `tasks.py`) are registered here."""
+    """Every job the worker runs; features' jobs (their `tasks.py`) are registered here.
+
+    Jobs fed by `enqueue()` are wrapped in `outbox_job`: ARQ carries only the outbox id, and the
+    wrapper calls the job with the row's payload as keyword arguments.
+    """
     return [
         *WorkerSettings.functions,
-        func(send_email, name=SEND_EMAIL_JOB, max_tries=settings.email_max_tries),
+        func(outbox_job(send_email), name=SEND_EMAIL_JOB, max_tries=settings.email_max_tries),
     ]
 
 

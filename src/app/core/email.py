@@ -35,7 +35,7 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.runtime import Context
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -45,7 +45,7 @@ from app.config import Settings
 from app.core.database import session_scope, utcnow
 from app.core.jobs import enqueue
 from app.core.logging import get_logger
-from app.core.outbox import DeliveryStatus, EmailDelivery
+from app.core.outbox import DeliveryStatus, EmailDelivery, OutboxMessage
 
 log = get_logger(__name__)
 
@@ -259,6 +259,13 @@ async def deliver(
             delivery.last_error = None
             log.info("email.sent", message_id=message_id, attempts=delivery.attempts)
         status = str(delivery.status)
+        if retry_in is None:
+            # Done either way: the context may hold a token; the row keeps `to` and `template`.
+            await session.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id) == outbox_id)
+                .values(payload=literal_column("jsonb_set(payload, '{context}', '{}'::jsonb)"))
+            )
     if retry_in is not None:
         raise Retry(defer=retry_in)
     return status

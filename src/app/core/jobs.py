@@ -7,19 +7,24 @@ instant, the row stays unsent and the relay in the worker (`relay_outbox`, every
 hands it over when Redis is back. A rolled-back transaction takes its rows with it, so a job never
 runs against data that does not exist. Handed-off rows are pruned after a retention period.
 
-ARQ then delivers at least once: jobs take ids or small JSON payloads and are idempotent.
+Redis only ever carries the outbox id: the worker reads the payload from the outbox row
+(`outbox_job`), so tokens in an email's context never reach Redis or ARQ's log lines. ARQ then
+delivers at least once: jobs take ids or small JSON payloads and are idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.typing import WorkerCoroutine
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,10 +49,10 @@ class JobDispatcher:
     redis: ArqRedis
     session_factory: async_sessionmaker[AsyncSession]
 
-    async def hand_off(self, outbox_id: uuid.UUID, job_name: str, payload: dict[str, Any]) -> None:
+    async def hand_off(self, outbox_id: uuid.UUID, job_name: str) -> None:
         """The fast path: queue one committed row now; on a Redis failure leave it to the relay."""
         try:
-            await _enqueue_arq(self.redis, outbox_id, job_name, payload)
+            await _enqueue_arq(self.redis, outbox_id, job_name)
         except _REDIS_DOWN as exc:
             log.warning(
                 "outbox.handoff_deferred",
@@ -77,7 +82,7 @@ def install_dispatcher(factory: async_sessionmaker[AsyncSession], redis: ArqRedi
 
 
 def _normalised(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload as it will come back from the JSONB column, so both paths pass the same."""
+    """The payload as it will come back from the JSONB column."""
     for key in payload:
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             # They become the job's keyword arguments; ARQ keeps `_`-names for its own options.
@@ -104,18 +109,57 @@ async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any])
     if dispatcher is not None:
 
         async def hand_off() -> None:
-            await dispatcher.hand_off(outbox_id, job_name, data)
+            await dispatcher.hand_off(outbox_id, job_name)
 
         after_commit(session, hand_off)
     log.debug("outbox.enqueued", outbox_id=str(outbox_id), job_name=job_name)
     return outbox_id
 
 
-async def _enqueue_arq(
-    redis: ArqRedis, outbox_id: uuid.UUID, job_name: str, payload: dict[str, Any]
-) -> None:
+async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> None:
     # None means a job with this id is queued, running or has a kept result: handed off before.
-    await redis.enqueue_job(job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME, **payload)
+    await redis.enqueue_job(job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME)
+
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+
+async def load_payload(
+    factory: async_sessionmaker[AsyncSession], outbox_id: uuid.UUID
+) -> dict[str, Any] | None:
+    async with session_scope(factory) as session:
+        payload: dict[str, Any] | None = (
+            await session.execute(
+                select(col(OutboxMessage.payload)).where(col(OutboxMessage.id) == outbox_id)
+            )
+        ).scalar_one_or_none()
+    return payload
+
+
+def outbox_job(function: JobFunction) -> WorkerCoroutine:
+    """Wrap a job so that it runs as `function(ctx, **payload)` with its outbox row's payload.
+
+    Register every job that `enqueue()` feeds this way in `app/worker.py`. A job whose row is
+    gone (pruned long after it ran) does nothing: there is nothing left that asked for it.
+    """
+
+    @functools.wraps(function)
+    async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:  # queued by hand, not through the outbox
+            return await function(ctx, *args, **kwargs)
+        job_id = str(ctx["job_id"])
+        try:
+            outbox_id = uuid.UUID(job_id)
+        except ValueError:
+            log.error("outbox.job_without_row", job_id=job_id, reason="not an outbox id")
+            return None
+        payload = await load_payload(ctx["session_factory"], outbox_id)
+        if payload is None:
+            log.warning("outbox.job_without_row", job_id=job_id, outbox_id=job_id)
+            return None
+        return await function(ctx, **payload)
+
+    return run
 
 
 async def relay_outbox(
@@ -134,11 +178,7 @@ async def relay_outbox(
         async with session_scope(factory) as session:
             rows = (
                 await session.execute(
-                    select(
-                        col(OutboxMessage.id),
-                        col(OutboxMessage.job_name),
-                        col(OutboxMessage.payload),
-                    )
+                    select(col(OutboxMessage.id), col(OutboxMessage.job_name))
                     .where(col(OutboxMessage.sent_at).is_(None))
                     .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id))
                     .limit(batch_size)
@@ -147,7 +187,7 @@ async def relay_outbox(
             ).all()
             for row in rows:
                 try:
-                    await _enqueue_arq(redis, row.id, row.job_name, row.payload)
+                    await _enqueue_arq(redis, row.id, row.job_name)
                 except _REDIS_DOWN as exc:
                     failure = exc
                     break

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 
@@ -43,12 +42,9 @@ class TestRedelivery:
         first = await drain(settings)
         assert (first.jobs_complete, len(smtp_sink.messages)) == (1, 1)
 
-        # A re-delivery as ARQ makes after a lost acknowledgement: same job id, same payload.
+        # A re-delivery as ARQ makes after a lost acknowledgement: the same job id again.
         await redis_client.delete(f"arq:result:{outbox_id}")
-        payload = json.loads(
-            await db_conn.fetchval("SELECT payload FROM outbox WHERE id = $1", uuid.UUID(outbox_id))
-        )
-        job = await arq_redis.enqueue_job("send_email", _job_id=outbox_id, **payload)
+        job = await arq_redis.enqueue_job("send_email", _job_id=outbox_id)
         assert job is not None
         second = await drain(settings)
 
@@ -97,6 +93,21 @@ class TestRedelivery:
 
         assert again is None
         assert await queued_job_ids(arq_redis) == [outbox_id]
+
+    async def test_a_job_whose_outbox_row_is_gone_does_nothing(
+        self, settings: Settings, arq_redis: ArqRedis, smtp_sink: SmtpSink
+    ) -> None:
+        pruned = await arq_redis.enqueue_job("send_email", _job_id=str(uuid.uuid4()))
+        foreign = await arq_redis.enqueue_job("send_email", _job_id="not-an-outbox-id")
+        assert pruned is not None
+        assert foreign is not None
+
+        worker = await drain(settings)
+
+        assert (worker.jobs_complete, worker.jobs_failed) == (2, 0)
+        assert await pruned.result(timeout=5) is None
+        assert await foreign.result(timeout=5) is None
+        assert smtp_sink.messages == []
 
 
 class TestTransientFailures:

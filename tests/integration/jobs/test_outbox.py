@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import Job
 from httpx import AsyncClient
 from jinja2 import TemplateNotFound, UndefinedError
 from redis.asyncio import Redis
@@ -37,7 +38,7 @@ class TestCommittedWork:
         self,
         api: AsyncClient,
         db_conn: asyncpg.Connection,
-        redis_client: Redis,
+        arq_redis: ArqRedis,
         smtp_sink: SmtpSink,
         drain_jobs: DrainJobs,
     ) -> None:
@@ -55,7 +56,9 @@ class TestCommittedWork:
             "context": verify_context(),
         }
         assert row["sent_at"] is not None, "the fast path marks the row once ARQ has it"
-        assert await redis_client.exists(f"arq:job:{outbox_id}") == 1
+        job_info = await Job(outbox_id, arq_redis).info()
+        assert job_info is not None
+        assert (job_info.function, job_info.args, job_info.kwargs) == ("send_email", (), {})
         assert smtp_sink.messages == [], "nothing is sent inside the request"
 
         await drain_jobs()
@@ -79,6 +82,9 @@ class TestCommittedWork:
         assert (record["status"], record["attempts"], record["last_error"]) == ("sent", 1, None)
         assert record["recipient"] == "ada@example.org"
         assert record["sent_at"] is not None
+        # The token is not kept at rest once the mail is out.
+        [row] = await outbox_rows(db_conn)
+        assert json.loads(row["payload"])["context"] == {}
 
     async def test_every_email_of_one_transaction_is_delivered_once(
         self,
