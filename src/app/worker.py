@@ -4,14 +4,18 @@ Run it with `saas worker` (`--burst` drains the queue and stops; `--check` repor
 is alive). Jobs take ids (never whole objects), re-read what they need, and are idempotent,
 because ARQ delivers at least once: a job can run again after a crash or a retry.
 
-Besides the jobs, every worker runs the outbox relay (a cron job every
-`APP_OUTBOX_RELAY_INTERVAL_SECONDS`, and once at start-up) and prunes old outbox rows and delivery
-records every ten minutes. On SIGTERM it stops taking jobs and gives running ones
-`APP_WORKER_SHUTDOWN_GRACE_SECONDS` to finish. It writes ARQ's health-check key every 30 seconds.
+Besides the jobs, every worker runs the outbox relay (at start-up, then in a background loop every
+`APP_OUTBOX_RELAY_INTERVAL_SECONDS`: a loop rather than a cron job, so that it keeps trying
+through a Redis outage and does not add two ARQ log lines every few seconds) and prunes old outbox
+rows and delivery records every ten minutes (a cron job: one worker of many runs each tick).
+On SIGTERM it stops taking jobs and gives running ones `APP_WORKER_SHUTDOWN_GRACE_SECONDS` to
+finish. It writes ARQ's health-check key every 30 seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -42,11 +46,23 @@ async def ping(ctx: dict[str, Any]) -> str:
 
 
 async def relay(ctx: dict[str, Any]) -> int:
-    """Cron: hand outbox rows that missed the fast path (Redis down, a crash) to the queue."""
+    """Hand outbox rows that missed the fast path (Redis down, a crash) to the queue."""
     settings: Settings = ctx["settings"]
     return await relay_outbox(
         ctx["session_factory"], ctx["redis"], batch_size=settings.outbox_relay_batch_size
     )
+
+
+async def relay_forever(ctx: dict[str, Any]) -> None:
+    """The relay loop of one worker; SKIP LOCKED lets any number of them run side by side."""
+    interval = ctx["settings"].outbox_relay_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await relay(ctx)
+        except Exception:
+            # The database may be away for a moment; the next pass tries again.
+            log.exception("outbox.relay_failed")
 
 
 async def prune(ctx: dict[str, Any]) -> int:
@@ -69,12 +85,18 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = engine
     ctx["session_factory"] = factory
     log.info("worker.started", environment=settings.environment)
-    # Leftovers from a Redis outage go out now, not at the first cron tick (and `--burst` sends
+    # Leftovers from a Redis outage go out now, not after the first interval (and `--burst` sends
     # them too).
-    await relay_outbox(factory, redis, batch_size=settings.outbox_relay_batch_size)
+    await relay(ctx)
+    ctx["relay_task"] = asyncio.create_task(relay_forever(ctx), name="outbox-relay")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    task: asyncio.Task[None] | None = ctx.pop("relay_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
@@ -109,19 +131,8 @@ def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
-    interval = settings.outbox_relay_interval_seconds
-    return [
-        # unique: with several workers, one of them runs each tick.
-        cron(
-            relay,
-            name="relay_outbox",
-            second=set(range(0, 60, interval)),
-            microsecond=0,
-            unique=True,
-            timeout=max(interval * 4, 30),
-        ),
-        cron(prune, name="prune_outbox", minute=set(range(0, 60, 10)), second=30, unique=True),
-    ]
+    # unique: with several workers, one of them runs each tick.
+    return [cron(prune, name="prune_outbox", minute=set(range(0, 60, 10)), second=30, unique=True)]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
@@ -157,7 +168,7 @@ async def drain(settings: Settings, **overrides: Any) -> Worker:
 
     The tests' `drain_jobs` fixture; returns the finished worker for its counters.
     """
-    # No cron: start-up has just relayed, and a tick mid-drain would only add a job to wait for.
+    # No cron: a pruning tick mid-drain would only add a job to wait for.
     options: dict[str, Any] = {
         "burst": True,
         "poll_delay": 0.02,

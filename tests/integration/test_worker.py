@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+import asyncpg
 from arq.connections import ArqRedis, create_pool
 from redis import Redis as SyncRedis
 from typer.testing import CliRunner
@@ -116,15 +117,39 @@ class TestLiveness:
 
 
 class TestSchedule:
-    def test_the_relay_runs_every_interval_and_pruning_every_ten_minutes(
+    def test_pruning_runs_every_ten_minutes_on_one_worker(
         self, make_settings: Callable[..., Settings]
     ) -> None:
-        relay_cron, prune_cron = cron_jobs(make_settings(outbox_relay_interval_seconds=15))
-        assert relay_cron.name == "relay_outbox"
-        assert relay_cron.second == {0, 15, 30, 45}
-        assert relay_cron.unique is True
+        [prune_cron] = cron_jobs(make_settings())
         assert prune_cron.name == "prune_outbox"
         assert prune_cron.minute == {0, 10, 20, 30, 40, 50}
+        assert prune_cron.unique is True
+
+    async def test_a_running_worker_relays_rows_left_behind_every_interval(
+        self, make_settings: Callable[..., Settings], db_conn: asyncpg.Connection
+    ) -> None:
+        settings = make_settings(outbox_relay_interval_seconds=1)
+        worker = create_worker(settings, poll_delay=0.05, handle_signals=False)
+        task = asyncio.create_task(worker.main())
+        try:
+            await asyncio.sleep(0.3)  # past the start-up relay
+            await db_conn.execute(
+                "INSERT INTO outbox (id, job_name, payload) "
+                "VALUES (gen_random_uuid(), 'ping', '{}')"
+            )
+            sent = False
+            for _ in range(60):
+                sent = await db_conn.fetchval("SELECT bool_and(sent_at IS NOT NULL) FROM outbox")
+                if sent:
+                    break
+                await asyncio.sleep(0.05)
+            assert sent, "the relay loop handed the row over"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.close()
+        assert "relay_task" not in worker.ctx
 
     def test_the_email_job_is_registered_with_the_configured_tries(
         self, make_settings: Callable[..., Settings]
