@@ -3,7 +3,8 @@
 Add a feature's `models` module here when it gains tables.
 """
 
-import app.core.outbox  # noqa: F401  (tables: outbox, email_deliveries)
+from app.core import outbox as outbox_models
 from app.core.database import metadata
+from app.features.users import models as users_models
 
-__all__ = ["metadata"]
+__all__ = ["metadata", "outbox_models", "users_models"]
