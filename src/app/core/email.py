@@ -5,11 +5,15 @@ Requests never talk to SMTP: `queue_email()` puts a `send_email` job in the outb
 
 The job is idempotent. Its outbox id names the message (`Message-ID: <outbox-id@sender-domain>`)
 and keys a row in `email_deliveries`, locked while the message is sent: a re-delivered or
-concurrent run finds the row `sent` (or `failed`) and sends nothing. Transient SMTP failures
-(4xx replies, connection errors, timeouts) are retried with exponential backoff through ARQ's
-`Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and marked failed at once.
-The one window left is a crash between the SMTP server's "250" and our commit: the message is
-then sent again on retry, with the same Message-ID, which receiving systems use to drop duplicates.
+concurrent run finds the row `sent` (or `failed`) and sends nothing. (So each running email job
+holds one database connection for the length of its SMTP exchange, bounded by
+`APP_SMTP_TIMEOUT_SECONDS` per step; ARQ runs at most 10 jobs at a time per worker.)
+
+Transient SMTP failures (4xx replies, connection errors, timeouts) are retried with exponential
+backoff through ARQ's `Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and
+marked failed at once. The one window left is a crash between the SMTP server's "250" and our commit: the
+message is then sent again on retry, with the same Message-ID, which receivers use to drop
+duplicates.
 """
 
 from __future__ import annotations

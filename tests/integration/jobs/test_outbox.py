@@ -204,8 +204,12 @@ class TestRelay:
 
             assert handed == 2
             assert await _sent(db_conn) == {oldest: True, locked: False, newest: True}
-            queued = await arq_redis.zrange("arq:queue", 0, -1, withscores=True)
-            assert [job_id.decode() for job_id, _ in queued] == [str(oldest), str(newest)]
+            assert sorted(await queued_job_ids(arq_redis)) == sorted([str(oldest), str(newest)])
+            # One row per transaction (batch_size=1), and now() is the transaction's start.
+            marked = await db_conn.fetch(
+                "SELECT id FROM outbox WHERE sent_at IS NOT NULL ORDER BY sent_at"
+            )
+            assert [row["id"] for row in marked] == [oldest, newest]
             await transaction.rollback()
         finally:
             await other.close()
