@@ -11,9 +11,9 @@ holds one database connection for the length of its SMTP exchange, bounded by
 
 Transient SMTP failures (4xx replies, connection errors, timeouts) are retried with exponential
 backoff through ARQ's `Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and
-marked failed at once. The one window left is a crash between the SMTP server's "250" and our commit: the
-message is then sent again on retry, with the same Message-ID, which receivers use to drop
-duplicates.
+marked failed at once. The one window left is a crash between the SMTP server's "250" and our
+commit: the message is then sent again on retry, with the same Message-ID, which receivers use to
+drop duplicates.
 """
 
 from __future__ import annotations
