@@ -105,6 +105,19 @@ class TestServices:
         assert check["test"][0] == "CMD"
         assert "http://127.0.0.1:8000/health" in " ".join(check["test"])
 
+    @pytest.mark.parametrize(
+        ("name", "setting"),
+        [("api", "graceful_shutdown_seconds"), ("worker", "worker_shutdown_grace_seconds")],
+    )
+    def test_stop_grace_outlasts_the_graceful_shutdown(
+        self, stack: dict[str, Any], name: str, setting: str
+    ) -> None:
+        # Docker kills a container stop_grace_period after SIGTERM, graceful or not.
+        grace = int(stack[name]["stop_grace_period"].removesuffix("s"))
+        example = dotenv_values(ROOT / ".env.example").get(f"APP_{setting.upper()}")
+        configured = int(example or Settings.model_fields[setting].default)
+        assert grace >= configured + 5
+
     def test_the_worker_has_no_http_health_check(self, stack: dict[str, Any]) -> None:
         assert stack["worker"]["healthcheck"] == {"disable": True}
 
