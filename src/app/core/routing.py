@@ -8,8 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.dependencies.utils import get_flat_params
+from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from app.core.errors import Problem, UnsupportedMediaTypeError
 
@@ -52,7 +54,23 @@ class AppRoute(APIRoute):
                     f"Content-Type {content_type.split(';')[0]!r} is not supported; "
                     "send application/json"
                 )
-            return await handler(request)
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                # FastAPI answers a body that is not UTF-8 with a bare 400 ("error parsing the
+                # body") while malformed JSON gets 422: both are one client error, the 422.
+                if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+                    raise RequestValidationError(
+                        [
+                            {
+                                "type": "json_invalid",
+                                "loc": ("body",),
+                                "msg": "JSON decode error: the body is not valid UTF-8",
+                                "input": {},
+                            }
+                        ]
+                    ) from exc
+                raise
 
         return json_only
 
