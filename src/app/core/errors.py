@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Scope
 
 from app.core.logging import get_logger
@@ -248,13 +249,34 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path.
+
+    Starlette's 405 names only the methods of the first route whose path matched, but each
+    method of a resource is its own route (`GET /users/me`, `PATCH /users/me`, ...).
+    """
+    allowed = []
+    for method in _HTTP_METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    headers = dict(exc.headers or {})
     if status == 404:
         detail = f"No route or resource at {request.url.path}"
     elif status == 405:
         detail = f"Method {request.method} not allowed on {request.url.path}"
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
     else:
         detail = exc.detail
     return problem_response(
@@ -262,7 +284,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         status=status,
         code=_STATUS_CODES.get(status, "HTTP_ERROR" if status < 500 else "INTERNAL_ERROR"),
         detail=detail,
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 
