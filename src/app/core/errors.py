@@ -35,7 +35,9 @@ class FieldError(BaseModel):
 class Problem(BaseModel):
     """RFC 9457 Problem Details, as every error of this API is rendered."""
 
-    model_config = ConfigDict(extra="allow")
+    # `type` and `errors` are always sent (API.md): required in the document, so that generated
+    # clients need no optional checks, though the model fills them in by default.
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
 
     type: str = "about:blank"
     title: str
