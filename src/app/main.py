@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.config import Settings, SettingsError, get_settings
+from app.core.cache import Cache
 from app.core.database import create_engine, create_session_factory, describe_engine
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging, get_logger
@@ -21,6 +22,8 @@ from app.core.middleware import install_middleware
 from app.core.openapi import install_openapi
 from app.core.redis import create_redis
 from app.features.health.router import router as health_router
+from app.features.orders.router import router as orders_router
+from app.features.products.router import router as products_router
 
 log = get_logger(__name__)
 
@@ -35,6 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.state.redis = redis
+    app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     try:
         yield
@@ -62,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_middleware(app, settings)
     install_openapi(app)
     app.include_router(health_router)
+    app.include_router(products_router, prefix=API_PREFIX)
+    app.include_router(orders_router, prefix=API_PREFIX)
     return app
 
 

@@ -1,0 +1,191 @@
+"""The catalog's rules: admin writes, cached public reads, and stock for orders.
+
+Every write invalidates the cache after its transaction commits (the namespace of the product
+and that of the lists), so the very next read sees it. Orders take and give back stock through
+this service, which is what keeps the cached stock never older than the last order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.cache import Cache
+from app.core.database import after_commit
+from app.core.logging import get_logger
+from app.features.products.errors import (
+    InsufficientStockError,
+    ProductNotFoundError,
+    ProductUnavailableError,
+)
+from app.features.products.models import Product
+from app.features.products.repository import ProductRepository
+from app.features.products.schemas import ProductCreate, ProductOut, ProductUpdate
+from app.shared.pagination import Page, PageParams
+
+log = get_logger(__name__)
+
+LIST_NAMESPACE = "products:list"
+_ACTIVE, _INACTIVE = b"1", b"0"
+
+
+def product_namespace(product_id: uuid.UUID) -> str:
+    return f"products:{product_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StockLine:
+    product_id: uuid.UUID
+    quantity: int
+
+
+class ProductService:
+    def __init__(
+        self, session: AsyncSession, cache: Cache, *, currency: str, cache_ttl: int = 60
+    ) -> None:
+        self.session = session
+        self.repository = ProductRepository(session)
+        self.cache = cache
+        self.currency = currency
+        self.cache_ttl = cache_ttl
+
+    def to_out(self, product: Product) -> ProductOut:
+        return ProductOut(
+            id=product.id,
+            sku=product.sku,
+            name=product.name,
+            description=product.description,
+            price_cents=product.price_cents,
+            currency=self.currency,
+            stock=product.stock,
+            is_active=product.is_active,
+            created_at=product.created_at,
+            updated_at=product.updated_at,
+        )
+
+    def _invalidate_after_commit(self, product_ids: Sequence[uuid.UUID]) -> None:
+        namespaces = [LIST_NAMESPACE, *(product_namespace(pid) for pid in product_ids)]
+
+        async def invalidate() -> None:
+            await self.cache.invalidate(namespaces)
+
+        after_commit(self.session, invalidate)
+
+    # Reads -------------------------------------------------------------------------------
+
+    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> bytes:
+        """The product as ProductOut JSON, from the cache when it can; inactive ones only for
+        admins (`include_inactive`)."""
+
+        async def load() -> bytes | None:
+            product = await self.repository.get(product_id)
+            if product is None:
+                return None
+            # A one-byte flag in front of the JSON: visibility without parsing it on a hit.
+            flag = _ACTIVE if product.is_active else _INACTIVE
+            return flag + self.to_out(product).model_dump_json().encode()
+
+        cached = await self.cache.get_or_set(
+            product_namespace(product_id), "detail", load, ttl=self.cache_ttl
+        )
+        if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
+            raise ProductNotFoundError(product_id)
+        return cached[1:]
+
+    async def list_json(
+        self, params: PageParams, *, q: str | None, include_inactive: bool
+    ) -> bytes:
+        """A page of products as JSON, by name then id, cached per query."""
+        query = f"{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
+        key = hashlib.sha256(query.encode()).hexdigest()
+
+        async def load() -> bytes:
+            products, total = await self.repository.list(
+                offset=params.offset,
+                limit=params.limit,
+                q=q,
+                include_inactive=include_inactive,
+            )
+            page = Page[ProductOut].of(
+                [self.to_out(product) for product in products], total=total, params=params
+            )
+            return page.model_dump_json().encode()
+
+        cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
+        assert cached is not None
+        return cached
+
+    async def get(self, product_id: uuid.UUID) -> Product:
+        product = await self.repository.get(product_id)
+        if product is None:
+            raise ProductNotFoundError(product_id)
+        return product
+
+    # Admin writes ------------------------------------------------------------------------
+
+    async def create(self, data: ProductCreate) -> Product:
+        product = await self.repository.add(Product(**data.model_dump()))
+        self._invalidate_after_commit([product.id])
+        log.info("product.created", product_id=str(product.id), sku=product.sku)
+        return product
+
+    async def update(self, product_id: uuid.UUID, data: ProductUpdate) -> Product:
+        product = await self.get(product_id)
+        changes = data.model_dump(exclude_unset=True)
+        for field, value in changes.items():
+            setattr(product, field, value)
+        if changes:
+            await self.repository.flush()
+            self._invalidate_after_commit([product.id])
+        log.info("product.updated", product_id=str(product.id), fields=sorted(changes))
+        return product
+
+    async def deactivate(self, product_id: uuid.UUID) -> None:
+        product = await self.get(product_id)
+        if product.is_active:
+            product.is_active = False
+            await self.repository.flush()
+            self._invalidate_after_commit([product.id])
+        log.info("product.deactivated", product_id=str(product.id))
+
+    # Stock, for orders -------------------------------------------------------------------
+
+    async def take_stock(self, lines: Sequence[StockLine]) -> list[Product]:
+        """Take every line's quantity, or nothing: the products, in line order.
+
+        Rows are locked in product id order (so two orders of the same products cannot
+        deadlock) and the stock checked under the lock: no product is oversold under any
+        concurrency. A failure raises before anything is written.
+        """
+        locked = await self.repository.lock_many([line.product_id for line in lines])
+        unavailable = [
+            index
+            for index, line in enumerate(lines)
+            if (product := locked.get(line.product_id)) is None or not product.is_active
+        ]
+        if unavailable:
+            raise ProductUnavailableError(unavailable)
+        for line in lines:
+            product = locked[line.product_id]
+            if product.stock < line.quantity:
+                raise InsufficientStockError(product.id, line.quantity, product.stock)
+        for line in lines:
+            locked[line.product_id].stock -= line.quantity
+        await self.repository.flush()
+        self._invalidate_after_commit([line.product_id for line in lines])
+        return [locked[line.product_id] for line in lines]
+
+    async def give_back_stock(self, lines: Sequence[StockLine]) -> None:
+        """Return the lines' quantities to stock (a cancelled order), whatever the product's
+        state now; rows locked in id order like `take_stock`."""
+        locked = await self.repository.lock_many([line.product_id for line in lines])
+        for line in lines:
+            product = locked.get(line.product_id)
+            if product is not None:
+                product.stock += line.quantity
+        await self.repository.flush()
+        self._invalidate_after_commit([line.product_id for line in lines])
