@@ -21,6 +21,7 @@ from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
 from app.core.openapi import install_openapi
 from app.core.redis import create_redis
+from app.core.security import Passwords, Tokens
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
 from app.features.products.router import router as products_router
@@ -38,7 +39,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.state.redis = redis
+<<<<<<< HEAD
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
+=======
+    app.state.passwords = Passwords(settings)
+    app.state.tokens = Tokens(settings)
+>>>>>>> main
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     try:
         yield
