@@ -39,12 +39,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.state.redis = redis
-<<<<<<< HEAD
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
-=======
     app.state.passwords = Passwords(settings)
     app.state.tokens = Tokens(settings)
->>>>>>> main
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     try:
         yield

@@ -29,7 +29,7 @@ class Page(BaseModel, Generic[ItemT]):
     has_next: bool
 
     @classmethod
-    def model_parametrized_name(cls, params: tuple[type[Any], ...]) -> str:
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
         # `Page[ProductOut]` -> `ProductPage`: a readable component name per list.
         name = getattr(params[0], "__name__", str(params[0]))
         return f"{name.removesuffix('Out')}Page"

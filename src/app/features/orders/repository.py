@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.features.orders.models import (
     IdempotencyRecord,
@@ -40,12 +41,12 @@ class OrderRepository:
         """The order and its lines in one query; `user_id` limits it to that owner's order."""
         statement = (
             select(Order, OrderLine)
-            .join(OrderLine, OrderLine.order_id == Order.id)  # type: ignore[arg-type]
-            .where(Order.id == order_id)
-            .order_by(OrderLine.position)  # type: ignore[arg-type]
+            .join(OrderLine, col(OrderLine.order_id) == col(Order.id))
+            .where(col(Order.id) == order_id)
+            .order_by(col(OrderLine.position))
         )
         if user_id is not None:
-            statement = statement.where(Order.user_id == user_id)
+            statement = statement.where(col(Order.user_id) == user_id)
         rows = (await self.session.execute(statement)).all()
         if not rows:
             return None
@@ -57,12 +58,12 @@ class OrderRepository:
         """The order, row-locked so that two status changes of it run one after the other."""
         statement = (
             select(Order)
-            .where(Order.id == order_id)
+            .where(col(Order.id) == order_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
         if user_id is not None:
-            statement = statement.where(Order.user_id == user_id)
+            statement = statement.where(col(Order.user_id) == user_id)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def lines_of(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[OrderLine]]:
@@ -72,8 +73,8 @@ class OrderRepository:
             return lines
         statement = (
             select(OrderLine)
-            .where(OrderLine.order_id.in_(order_ids))  # type: ignore[attr-defined]
-            .order_by(OrderLine.order_id, OrderLine.position)  # type: ignore[arg-type]
+            .where(col(OrderLine.order_id).in_(order_ids))
+            .order_by(col(OrderLine.order_id), col(OrderLine.position))
         )
         for line in (await self.session.execute(statement)).scalars():
             lines[line.order_id].append(line)
@@ -90,14 +91,14 @@ class OrderRepository:
         """A page newest first (id breaks ties) and the total, in one round trip."""
         conditions: list[Any] = []
         if user_id is not None:
-            conditions.append(Order.user_id == user_id)
+            conditions.append(col(Order.user_id) == user_id)
         if status is not None:
-            conditions.append(Order.status == status)
+            conditions.append(col(Order.status) == status)
         total = func.count().over().label("total")
         statement = (
             select(Order, total)
             .where(*conditions)
-            .order_by(Order.created_at.desc(), Order.id.desc())  # type: ignore[attr-defined]
+            .order_by(col(Order.created_at).desc(), col(Order.id).desc())
             .offset(offset)
             .limit(limit)
         )
@@ -114,7 +115,7 @@ class OrderRepository:
         await self.session.flush()
 
     async def owner_email(self, order: Order) -> str | None:
-        statement = select(User.email).where(User.id == order.user_id)  # type: ignore[arg-type]
+        statement = select(col(User.email)).where(col(User.id) == order.user_id)
         email: str | None = (await self.session.execute(statement)).scalar_one_or_none()
         return email
 
@@ -135,8 +136,8 @@ class OrderRepository:
         if record is not None and record.expires_at <= now:
             await self.session.execute(
                 delete(IdempotencyRecord).where(
-                    IdempotencyRecord.user_id == user_id,  # type: ignore[arg-type]
-                    IdempotencyRecord.key == key,  # type: ignore[arg-type]
+                    col(IdempotencyRecord.user_id) == user_id,
+                    col(IdempotencyRecord.key) == key,
                 )
             )
             self.session.expunge(record)
@@ -149,6 +150,6 @@ class OrderRepository:
 
     async def purge_keys(self, *, now: datetime) -> int:
         result = await self.session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now)  # type: ignore[arg-type]
+            delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now)
         )
         return int(getattr(result, "rowcount", 0) or 0)

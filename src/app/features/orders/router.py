@@ -73,7 +73,7 @@ def _fingerprint(raw_body: bytes) -> str:
 
 
 def _order_location(request: Request, order_id: uuid.UUID) -> str:
-    return request.app.url_path_for("get_order", order_id=str(order_id))
+    return str(request.app.url_path_for("get_order", order_id=str(order_id)))
 
 
 @router.post(

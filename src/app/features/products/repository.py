@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.features.products.errors import SkuTakenError
 from app.features.products.models import Product
@@ -53,20 +54,20 @@ class ProductRepository:
         """One page ordered by name then id, and the total, in one round trip."""
         conditions: list[Any] = []
         if not include_inactive:
-            conditions.append(Product.is_active.is_(True))  # type: ignore[attr-defined]
+            conditions.append(col(Product.is_active).is_(True))
         if q:
             pattern = _like_pattern(q)
             conditions.append(
                 or_(
-                    Product.name.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
-                    Product.sku.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
+                    col(Product.name).ilike(pattern, escape="\\"),
+                    col(Product.sku).ilike(pattern, escape="\\"),
                 )
             )
         total = func.count().over().label("total")
         statement = (
             select(Product, total)
             .where(*conditions)
-            .order_by(Product.name, Product.id)
+            .order_by(col(Product.name), col(Product.id))
             .offset(offset)
             .limit(limit)
         )
@@ -83,8 +84,8 @@ class ProductRepository:
         """Row locks on the products, taken in id order so two orders can never deadlock."""
         statement = (
             select(Product)
-            .where(Product.id.in_(product_ids))  # type: ignore[attr-defined]
-            .order_by(Product.id)
+            .where(col(Product.id).in_(product_ids))
+            .order_by(col(Product.id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )

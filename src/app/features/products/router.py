@@ -87,8 +87,8 @@ async def create_product(
 ) -> ProductOut:
     """Add a product to the catalog (admin). The sku is unique: 409 `SKU_TAKEN`."""
     product = await service.create(data)
-    response.headers["Location"] = request.app.url_path_for(
-        "get_product", product_id=str(product.id)
+    response.headers["Location"] = str(
+        request.app.url_path_for("get_product", product_id=str(product.id))
     )
     return service.to_out(product)
 
