@@ -1,14 +1,14 @@
 """Pagination of list routes: `?page=1&page_size=20` in, `Page[ItemOut]` out (API.md, Pagination).
 
-`Page[ProductOut]` is its own OpenAPI component (`ProductPage`), so each list gets a named page
-schema that generated clients can use without casts.
+Each list declares its own named page, `class ProductPage(Page[ProductOut])`, so that OpenAPI has
+one readable component per list (`ProductPage`, not `Page_ProductOut_`) for generated clients.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Generic, Self, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
@@ -29,13 +29,7 @@ class Page(BaseModel, Generic[ItemT]):
     has_next: bool
 
     @classmethod
-    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
-        # `Page[ProductOut]` -> `ProductPage`: a readable component name per list.
-        name = getattr(params[0], "__name__", str(params[0]))
-        return f"{name.removesuffix('Out')}Page"
-
-    @classmethod
-    def of(cls, items: Sequence[ItemT], *, total: int, params: PageParams) -> Page[ItemT]:
+    def of(cls, items: Sequence[ItemT], *, total: int, params: PageParams) -> Self:
         return cls(
             items=list(items),
             total=total,

@@ -30,10 +30,10 @@ from app.features.orders.errors import (
     OrderNotFoundError,
 )
 from app.features.orders.models import OrderStatus
-from app.features.orders.schemas import OrderCreate, OrderOut, OrderStatusUpdate
+from app.features.orders.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
 from app.features.orders.service import StoredResponse, is_admin
 from app.features.products.errors import InsufficientStockError
-from app.shared.pagination import Page, PageParamsDep
+from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/orders", tags=["orders"])
 
@@ -151,7 +151,7 @@ async def create_order(
 
 @router.get(
     "",
-    response_model=Page[OrderOut],
+    response_model=OrderPage,
     responses=error_responses(*_AUTH_ERRORS, ForbiddenError),
 )
 async def list_orders(
@@ -164,7 +164,7 @@ async def list_orders(
     user_id: Annotated[
         uuid.UUID | None, Query(description="Admins only: one user's orders (others get 403).")
     ] = None,
-) -> Page[OrderOut]:
+) -> OrderPage:
     """Your orders, newest first; an admin sees everyone's, or one user's with `user_id`."""
     if user_id is not None and not is_admin(user):
         raise ForbiddenError("Only admins may list another user's orders")

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.features.orders.models import OrderStatus
+from app.shared.pagination import Page
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
@@ -65,3 +66,7 @@ class OrderOut(BaseModel):
     note: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class OrderPage(Page[OrderOut]):
+    """A page of orders, newest first."""

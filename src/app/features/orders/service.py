@@ -33,10 +33,10 @@ from app.features.orders.models import (
     OrderStatusChange,
 )
 from app.features.orders.repository import OrderRepository
-from app.features.orders.schemas import OrderCreate, OrderLineOut, OrderOut
+from app.features.orders.schemas import OrderCreate, OrderLineOut, OrderOut, OrderPage
 from app.features.products.service import ProductService, StockLine
 from app.features.users.models import Role, User
-from app.shared.pagination import Page, PageParams
+from app.shared.pagination import PageParams
 
 log = get_logger(__name__)
 
@@ -264,14 +264,14 @@ class OrderService:
         viewer: User,
         status: OrderStatus | None,
         user_id: uuid.UUID | None,
-    ) -> Page[OrderOut]:
+    ) -> OrderPage:
         """A page of orders, newest first: the viewer's own, or (admins) all or one user's."""
         owner = user_id if is_admin(viewer) else viewer.id
         orders, total = await self.repository.list(
             offset=params.offset, limit=params.limit, user_id=owner, status=status
         )
         lines = await self.repository.lines_of([order.id for order in orders])
-        return Page[OrderOut].of(
+        return OrderPage.of(
             [to_out(order, lines[order.id]) for order in orders], total=total, params=params
         )
 

@@ -18,9 +18,9 @@ from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, OptionalUser
 from app.features.products.deps import ProductServiceDep
 from app.features.products.errors import ProductNotFoundError, SkuTakenError
-from app.features.products.schemas import ProductCreate, ProductOut, ProductUpdate
+from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
 from app.features.users.models import Role
-from app.shared.pagination import Page, PageParamsDep
+from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
 
@@ -32,7 +32,7 @@ _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 
 
-@router.get("", response_model=Page[ProductOut])
+@router.get("", response_model=ProductPage)
 async def list_products(
     user: OptionalUser,
     service: ProductServiceDep,

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.shared.pagination import Page
+
 INT32_MAX = 2**31 - 1
 
 Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$", examples=["MUG-001"])]
@@ -60,3 +62,7 @@ class ProductOut(BaseModel):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+
+
+class ProductPage(Page[ProductOut]):
+    """A page of products, by name then id."""

@@ -24,8 +24,8 @@ from app.features.products.errors import (
 )
 from app.features.products.models import Product
 from app.features.products.repository import ProductRepository
-from app.features.products.schemas import ProductCreate, ProductOut, ProductUpdate
-from app.shared.pagination import Page, PageParams
+from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.shared.pagination import PageParams
 
 log = get_logger(__name__)
 
@@ -110,7 +110,7 @@ class ProductService:
                 q=q,
                 include_inactive=include_inactive,
             )
-            page = Page[ProductOut].of(
+            page = ProductPage.of(
                 [self.to_out(product) for product in products], total=total, params=params
             )
             return page.model_dump_json().encode()
