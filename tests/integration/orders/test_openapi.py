@@ -121,6 +121,9 @@ def test_token_routes_use_the_oauth2_scheme_and_public_reads_do_not_require_it(
         assert all(p["name"] != "Authorization" for p in operation.get("parameters", []))
         if "401" in statuses:
             assert operation["security"] == [{"OAuth2PasswordBearer": []}], (method, path)
+    for path in ("/api/v1/products", "/api/v1/products/{product_id}"):
+        security = document["paths"][path]["get"]["security"]
+        assert sorted(security, key=len) == [{}, {"OAuth2PasswordBearer": []}]
     list_products = document["paths"]["/api/v1/products"]["get"]
     assert list_products["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ProductPage"

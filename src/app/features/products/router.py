@@ -29,10 +29,13 @@ LOCATION_HEADER: dict[str, Any] = {
     "Location": {"description": "URL of the created product.", "schema": {"type": "string"}}
 }
 _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
+# The public reads take a token but do not need one: `{}` in `security` makes it optional
+# (FastAPI appends this to the scheme the OptionalUser dependency declares).
+_TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 
 
-@router.get("", response_model=ProductPage)
+@router.get("", response_model=ProductPage, openapi_extra=_TOKEN_OPTIONAL)
 async def list_products(
     user: OptionalUser,
     service: ProductServiceDep,
@@ -59,6 +62,7 @@ async def list_products(
     "/{product_id}",
     response_model=ProductOut,
     responses=error_responses(ProductNotFoundError),
+    openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_product(
     user: OptionalUser, product_id: uuid.UUID, service: ProductServiceDep
