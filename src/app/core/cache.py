@@ -124,7 +124,8 @@ class Cache:
             self._failed("invalidate", exc)
 
 
-def get_cache(request: Request) -> Cache:
+async def get_cache(request: Request) -> Cache:
+    # async: a sync dependency would cost a thread-pool hop on every cached read.
     cache: Cache = request.app.state.cache
     return cache
 
