@@ -17,6 +17,7 @@ from app.config import Settings, SettingsError, get_settings
 from app.core.cache import Cache
 from app.core.database import create_engine, create_session_factory, describe_engine
 from app.core.errors import register_error_handlers
+from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
 from app.core.openapi import install_openapi
@@ -37,7 +38,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings)
     redis = create_redis(settings)
     app.state.engine = engine
-    app.state.session_factory = create_session_factory(engine)
+    session_factory = create_session_factory(engine)
+    # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
+    install_dispatcher(session_factory, redis)
+    app.state.session_factory = session_factory
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     app.state.passwords = Passwords(settings)
