@@ -150,9 +150,8 @@ class OrderService:
         return await self._create(user, data)
 
     async def _create(self, user: User, data: OrderCreate) -> OrderOut:
-        products = await self.products.take_stock(
-            [StockLine(item.product_id, item.quantity) for item in data.items]
-        )
+        stock_lines = [StockLine(item.product_id, item.quantity) for item in data.items]
+        products = await self.products.price_lines(stock_lines)
         order = Order(user_id=user.id, total_cents=0, currency=self.currency, note=data.note)
         lines = [
             OrderLine(
@@ -172,6 +171,8 @@ class OrderService:
             order_id=order.id, from_status=None, to_status=order.status, changed_by=user.id
         )
         await self.repository.add(order, lines, created)
+        # Last, so that the rows' locks are held only for the rest of the transaction.
+        await self.products.take_stock(stock_lines)
         out = to_out(order, lines)
         await queue_email(
             self.session, to=user.email, template="order_confirmed", context=email_context(out)

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -80,14 +80,48 @@ class ProductRepository:
         count = select(func.count()).select_from(Product).where(*conditions)
         return [], int((await self.session.execute(count)).scalar_one())
 
-    async def lock_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
-        """Row locks on the products, taken in id order so two orders can never deadlock."""
+    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        """The products by id, read without locks (prices and names for an order's lines)."""
         statement = (
             select(Product)
             .where(col(Product.id).in_(product_ids))
-            .order_by(col(Product.id))
-            .with_for_update()
             .execution_options(populate_existing=True)
         )
         rows = (await self.session.execute(statement)).scalars().all()
         return {product.id: product for product in rows}
+
+    async def take_stock(self, product_id: uuid.UUID, quantity: int) -> bool:
+        """Take `quantity` if an active product has that much: one conditional UPDATE.
+
+        Under READ COMMITTED a concurrent taker waits for the row lock and then re-checks
+        `stock >= quantity` against the committed row, so stock can never go below zero.
+        """
+        statement = (
+            update(Product)
+            .where(
+                col(Product.id) == product_id,
+                col(Product.is_active).is_(True),
+                col(Product.stock) >= quantity,
+            )
+            .values(stock=col(Product.stock) - quantity, updated_at=func.now())
+            .returning(col(Product.id))
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+
+    async def add_stock(self, product_id: uuid.UUID, quantity: int) -> None:
+        statement = (
+            update(Product)
+            .where(col(Product.id) == product_id)
+            .values(stock=col(Product.stock) + quantity, updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+
+    async def stock_state(self, product_id: uuid.UUID) -> tuple[int, bool] | None:
+        """The committed stock and activity of a product (why a take failed)."""
+        statement = select(col(Product.stock), col(Product.is_active)).where(
+            col(Product.id) == product_id
+        )
+        row = (await self.session.execute(statement)).one_or_none()
+        return None if row is None else (int(row[0]), bool(row[1]))

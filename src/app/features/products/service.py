@@ -154,38 +154,53 @@ class ProductService:
 
     # Stock, for orders -------------------------------------------------------------------
 
-    async def take_stock(self, lines: Sequence[StockLine]) -> list[Product]:
-        """Take every line's quantity, or nothing: the products, in line order.
+    async def price_lines(self, lines: Sequence[StockLine]) -> list[Product]:
+        """The products of an order's lines, in line order, for their prices and names.
 
-        Rows are locked in product id order (so two orders of the same products cannot
-        deadlock) and the stock checked under the lock: no product is oversold under any
-        concurrency. A failure raises before anything is written.
+        Unknown or inactive products fail here (422 with each line's loc), and so does a line
+        that visibly asks for more than is in stock, before anything is written. The stock is
+        only taken, atomically, by `take_stock`.
         """
-        locked = await self.repository.lock_many([line.product_id for line in lines])
+        found = await self.repository.get_many([line.product_id for line in lines])
         unavailable = [
             index
             for index, line in enumerate(lines)
-            if (product := locked.get(line.product_id)) is None or not product.is_active
+            if (product := found.get(line.product_id)) is None or not product.is_active
         ]
         if unavailable:
             raise ProductUnavailableError(unavailable)
         for line in lines:
-            product = locked[line.product_id]
+            product = found[line.product_id]
             if product.stock < line.quantity:
                 raise InsufficientStockError(product.id, line.quantity, product.stock)
-        for line in lines:
-            locked[line.product_id].stock -= line.quantity
-        await self.repository.flush()
+        return [found[line.product_id] for line in lines]
+
+    async def take_stock(self, lines: Sequence[StockLine]) -> None:
+        """Take every line's quantity, or raise (and the caller's transaction rolls back).
+
+        One conditional UPDATE per line, in product id order: row locks are always taken in
+        the same order, so two orders of the same products cannot deadlock, and they are taken
+        as late as possible, so they are held only until the commit.
+        """
+        order = sorted(range(len(lines)), key=lambda index: lines[index].product_id)
+        for index in order:
+            line = lines[index]
+            if await self.repository.take_stock(line.product_id, line.quantity):
+                continue
+            state = await self.repository.stock_state(line.product_id)
+            if state is None or not state[1]:
+                raise ProductUnavailableError([index])
+            # Stock given back between the UPDATE and this read: one more try is honest.
+            if state[0] >= line.quantity and await self.repository.take_stock(
+                line.product_id, line.quantity
+            ):
+                continue
+            raise InsufficientStockError(line.product_id, line.quantity, state[0])
         self._invalidate_after_commit([line.product_id for line in lines])
-        return [locked[line.product_id] for line in lines]
 
     async def give_back_stock(self, lines: Sequence[StockLine]) -> None:
         """Return the lines' quantities to stock (a cancelled order), whatever the product's
-        state now; rows locked in id order like `take_stock`."""
-        locked = await self.repository.lock_many([line.product_id for line in lines])
-        for line in lines:
-            product = locked.get(line.product_id)
-            if product is not None:
-                product.stock += line.quantity
-        await self.repository.flush()
+        state now; in product id order like `take_stock`."""
+        for line in sorted(lines, key=lambda line: line.product_id):
+            await self.repository.add_stock(line.product_id, line.quantity)
         self._invalidate_after_commit([line.product_id for line in lines])
