@@ -88,27 +88,28 @@ class OrderRepository:
         user_id: uuid.UUID | None,
         status: OrderStatus | None,
     ) -> tuple[list[Order], int]:
-        """A page newest first (id breaks ties) and the total, in one round trip."""
+        """A page newest first (id breaks ties) and the total.
+
+        Two queries, not `count(*) OVER ()`: the page reads only its rows along the index and
+        the count can be an index-only scan, where a window count reads every matching row.
+        """
         conditions: list[Any] = []
         if user_id is not None:
             conditions.append(col(Order.user_id) == user_id)
         if status is not None:
             conditions.append(col(Order.status) == status)
-        total = func.count().over().label("total")
         statement = (
-            select(Order, total)
+            select(Order)
             .where(*conditions)
             .order_by(col(Order.created_at).desc(), col(Order.id).desc())
             .offset(offset)
             .limit(limit)
         )
-        rows = (await self.session.execute(statement)).all()
-        if rows:
-            return [row[0] for row in rows], int(rows[0][1])
-        if offset == 0:
-            return [], 0
+        orders = list((await self.session.execute(statement)).scalars())
+        if offset == 0 and len(orders) < limit:
+            return orders, len(orders)
         count = select(func.count()).select_from(Order).where(*conditions)
-        return [], int((await self.session.execute(count)).scalar_one())
+        return orders, int((await self.session.execute(count)).scalar_one())
 
     async def record_change(self, change: OrderStatusChange) -> None:
         self.session.add(change)
