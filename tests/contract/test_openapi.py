@@ -19,7 +19,9 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis.core.failures import FailureGroup
 from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from app.features.users.models import Role, User
 from app.main import create_app
@@ -27,6 +29,34 @@ from tests.conftest import SettingsFactory
 from tests.contract.document import schema
 
 MAX_EXAMPLES = int(os.environ.get("APP_TEST_CONTRACT_EXAMPLES", "20"))
+
+CheckFunction = Callable[..., object]
+
+# Contract breaks found in features owned by other teams, reported to them. Each entry turns off
+# one check on one operation in the main test, and `test_known_defect_is_still_there` keeps that
+# check running on it as a strict xfail: the day the defect is fixed, that test fails and says
+# to delete its entry here.
+KNOWN_DEFECTS: dict[str, tuple[CheckFunction, str]] = {
+    "POST /api/v1/products": (
+        negative_data_rejection,
+        "catalog: ProductCreate accepts a JSON boolean as `stock` (pydantic lax int); "
+        "the document says integer",
+    ),
+    "PATCH /api/v1/products/{product_id}": (
+        positive_data_acceptance,
+        "catalog: ProductUpdate documents its fields as nullable (anyOf ..., null) "
+        "but answers null with 422 `may not be null`",
+    ),
+}
+
+HYPOTHESIS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture
@@ -53,19 +83,40 @@ async def tokens(
 
 
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@HYPOTHESIS
 def test_every_operation_keeps_its_documented_contract(
     case: schemathesis.Case, contract_app: FastAPI, tokens: dict[str, dict[str, str]]
 ) -> None:
+    known = KNOWN_DEFECTS.get(case.operation.label)
+    excluded = [known[0]] if known else None
     for headers in tokens.values():
-        case.call_and_validate(headers=headers, app=contract_app)
+        case.call_and_validate(headers=headers, app=contract_app, excluded_checks=excluded)
+
+
+def _still_there(label: str) -> Callable[..., None]:
+    """A strict xfail that runs the silenced check on the one operation of a known defect."""
+    check, reason = KNOWN_DEFECTS[label]
+
+    # `exclude` rather than `include`: the config's per-operation entry is an include filter
+    # of its own, and includes add up.
+    @schema.exclude(lambda ctx: ctx.operation.label != label).parametrize()
+    @HYPOTHESIS
+    @pytest.mark.xfail(
+        strict=True,
+        raises=FailureGroup,
+        reason=f"known defect, delete it from KNOWN_DEFECTS: {reason}",
+    )
+    def test(
+        case: schemathesis.Case, contract_app: FastAPI, tokens: dict[str, dict[str, str]]
+    ) -> None:
+        for headers in tokens.values():
+            case.call_and_validate(headers=headers, app=contract_app, checks=[check])
+
+    return test
+
+
+test_known_defect_1_is_still_there = _still_there("POST /api/v1/products")
+test_known_defect_2_is_still_there = _still_there("PATCH /api/v1/products/{product_id}")
 
 
 def test_the_served_document_is_the_one_under_contract(contract_app: FastAPI) -> None:
