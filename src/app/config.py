@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # Per client IP (`limits` notation: "10/minute", "100/hour", "5 per 30 seconds").
     rate_limit_login: str = "10/minute"  # /auth/login and /auth/token share this bucket
     rate_limit_register: str = "5/minute"
-    rate_limit_forgot_password: str = "3/minute"
+    rate_limit_forgot_password: str = "3/minute"  # noqa: S105 - a rate, not a password
     rate_limit_verify_resend: str = "3/minute"
     rate_limit_refresh: str = "30/minute"
     # Failed logins per normalized email, whatever the IP; a successful login clears it.

@@ -69,7 +69,7 @@ class RateLimiter:
             implementation="redispy",
             key_prefix=KEY_PREFIX,
             wrap_exceptions=False,
-            connection_pool=redis.connection_pool,
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
         )
         self._trusted = _networks(settings.trusted_proxies)
 

@@ -50,7 +50,7 @@ class RefreshToken(UUIDModel, table=True):
 
 class EmailTokenPurpose(StrEnum):
     verify_email = "verify_email"
-    reset_password = "reset_password"
+    reset_password = "reset_password"  # noqa: S105 - a purpose, not a password
 
 
 class EmailToken(UUIDModel, table=True):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from app.features.auth.passwords import GivenPassword, NewPassword
@@ -51,5 +54,26 @@ class PasswordChangeIn(RequestModel):
 class TokenPair(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
     expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: uuid.UUID
+
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def token_pair(issued: IssuedTokens, response: Response) -> TokenPair:
+    """The wire pair; tokens must never be kept by a browser or proxy cache."""
+    response.headers.update(NO_STORE)
+    return TokenPair(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+    )

@@ -12,6 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.features.auth.repository import RefreshTokenRepository
 
+# A logged-out (or stolen-and-revoked) session's id is kept here until its last access token
+# could have expired; the refresh tokens of the session are revoked in PostgreSQL.
+REVOKED_SESSION_KEY = "auth:revoked-session:{session_id}"
+
+
+def revoked_session_key(session_id: uuid.UUID) -> str:
+    return REVOKED_SESSION_KEY.format(session_id=session_id)
+
 
 class SessionService:
     def __init__(self, session: AsyncSession) -> None:

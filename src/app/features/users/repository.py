@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.features.users.errors import EmailTakenError
 from app.features.users.models import Role, User
@@ -46,7 +47,7 @@ class UserRepository:
     async def flush(self) -> None:
         await self.session.flush()
 
-    async def list(
+    async def search(
         self,
         *,
         role: Role | None,
@@ -88,9 +89,9 @@ class UserRepository:
         change once it commits, so the last admin can never be removed by a race.
         """
         result = await self.session.execute(
-            sa.select(User.id)
-            .where(User.role == Role.admin, User.is_active.is_(True))  # type: ignore[arg-type,attr-defined]
-            .order_by(User.id)
+            sa.select(col(User.id))
+            .where(col(User.role) == Role.admin, col(User.is_active).is_(True))
+            .order_by(col(User.id))
             .with_for_update()
         )
         return list(result.scalars().all())

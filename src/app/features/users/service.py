@@ -53,7 +53,7 @@ class UserService:
         log.info("user.created", user_id=str(user.id), role=user.role.value)
         return user
 
-    async def list(
+    async def search(
         self,
         *,
         role: Role | None,
@@ -62,7 +62,7 @@ class UserService:
         offset: int,
         limit: int,
     ) -> tuple[Sequence[User], int]:
-        return await self.users.list(
+        return await self.users.search(
             role=role, is_active=is_active, q=q, offset=offset, limit=limit
         )
 
