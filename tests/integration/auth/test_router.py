@@ -133,7 +133,7 @@ class TestLogin:
         user = await make_user(email="log@example.com")
         pair = await login(client, "LOG@example.com")
         access, refresh = claims(pair["access_token"]), claims(pair["refresh_token"])
-        assert access["type"] == "access" and refresh["type"] == "refresh"
+        assert (access["type"], refresh["type"]) == ("access", "refresh")
         assert access["sub"] == refresh["sub"] == str(user.id)
         assert access["sid"] == refresh["sid"]
         assert access["role"] == "user"
@@ -141,7 +141,7 @@ class TestLogin:
         assert len(rows) == 1
         assert rows[0]["jti_hash"] == sha256(refresh["jti"])
         assert str(rows[0]["session_id"]) == refresh["sid"]
-        assert rows[0]["used_at"] is None and rows[0]["revoked_at"] is None
+        assert (rows[0]["used_at"], rows[0]["revoked_at"]) == (None, None)
         me = await client.get(f"{API}/users/me", headers=bearer(pair["access_token"]))
         assert me.status_code == 200
         assert me.json()["id"] == str(user.id)

@@ -34,7 +34,8 @@ class TestMe:
             "Me Myself",
             "user",
         )
-        assert "password_hash" not in body and "token_version" not in body
+        assert "password_hash" not in body
+        assert "token_version" not in body
         assert user.password_hash not in response.text
 
     async def test_without_a_token_is_401(self, client: AsyncClient) -> None:
@@ -179,7 +180,8 @@ class TestDeactivateMe:
         )
         assert_problem(again, 403, "ACCOUNT_DISABLED")
         row = await db_conn.fetchrow("SELECT is_active FROM users WHERE id = $1", user.id)
-        assert row is not None and row["is_active"] is False
+        assert row is not None
+        assert row["is_active"] is False
 
     async def test_the_last_admin_gets_409_last_admin(
         self,
@@ -381,7 +383,8 @@ class TestAdminUpdate:
         )
         assert_problem(response, 409, "LAST_ADMIN")
         row = await db_conn.fetchrow("SELECT role, is_active FROM users WHERE id = $1", admin.id)
-        assert row is not None and (row["role"], row["is_active"]) == ("admin", True)
+        assert row is not None
+        assert (row["role"], row["is_active"]) == ("admin", True)
 
     async def test_an_admin_can_be_demoted_while_another_remains(
         self, client: AsyncClient, make_user: UserFactory, auth_headers: HeadersFactory
