@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Response
-from pydantic import BaseModel, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from app.features.auth.passwords import GivenPassword, NewPassword
 from app.features.users.schemas import FullName, RequestModel
@@ -52,6 +52,9 @@ class PasswordChangeIn(RequestModel):
 
 
 class TokenPair(BaseModel):
+    # Every member is always sent: generated clients should see `token_type` as required.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type

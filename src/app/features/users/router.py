@@ -20,8 +20,8 @@ from app.features.auth.schemas import PasswordChangeIn, TokenPair, token_pair
 from app.features.users.deps import UserServiceDep
 from app.features.users.errors import LastAdminError, UserNotFoundError
 from app.features.users.models import Role, User
-from app.features.users.schemas import ProfileUpdate, UserOut, UserUpdate
-from app.shared.pagination import Page, PageParamsDep
+from app.features.users.schemas import ProfileUpdate, UserOut, UserPage, UserUpdate
+from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/users", tags=["users"])
 
@@ -71,7 +71,7 @@ async def deactivate_me(user: CurrentUser, users: UserServiceDep) -> None:
     await users.deactivate(user)
 
 
-@router.get("", response_model=Page[UserOut], responses=error_responses(*ADMIN))
+@router.get("", response_model=UserPage, responses=error_responses(*ADMIN))
 async def list_users(
     admin: AdminUser,
     users: UserServiceDep,
@@ -82,7 +82,7 @@ async def list_users(
         str | None,
         Query(max_length=200, description="Case-insensitive part of the email or the name."),
     ] = None,
-) -> Page[UserOut]:
+) -> UserPage:
     """Every account, newest first (admins only)."""
     items, total = await users.search(
         role=role,
@@ -91,8 +91,12 @@ async def list_users(
         offset=page.offset,
         limit=page.limit,
     )
-    return Page[UserOut].of(
-        [UserOut.model_validate(item) for item in items], total=total, params=page
+    return UserPage(
+        items=[UserOut.model_validate(item) for item in items],
+        total=total,
+        page=page.page,
+        page_size=page.page_size,
+        has_next=page.offset + len(items) < total,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints, field_validator
 
 from app.features.users.models import Role
+from app.shared.pagination import Page
 
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -30,6 +31,10 @@ class UserOut(BaseModel):
     is_verified: bool
     created_at: datetime
     updated_at: datetime
+
+
+class UserPage(Page[UserOut]):
+    """A page of users (its own OpenAPI component, `UserPage`)."""
 
 
 def _not_null(value: Any) -> Any:
