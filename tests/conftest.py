@@ -27,6 +27,7 @@ from app.core.security import Passwords, Tokens
 from app.dev import SmtpSink
 from app.features.users.models import Role, User
 from app.main import create_app
+from app.worker import drain as drain_worker
 from tests.services import Services, find_services
 
 TEST_JWT_SECRET = "test-secret-" + "k" * 40
@@ -248,3 +249,17 @@ def auth_headers(settings: Settings) -> HeadersFactory:
         return {"Authorization": f"Bearer {token}"}
 
     return make
+
+
+DrainJobs = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def drain_jobs(settings: Settings) -> DrainJobs:
+    """`await drain_jobs()`: relay every pending outbox row to ARQ and run a burst worker until
+    the queue is empty, so every email of committed work is then in `smtp_sink.messages`."""
+
+    async def drain() -> None:
+        await drain_worker(settings)
+
+    return drain

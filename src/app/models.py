@@ -3,8 +3,9 @@
 Add a feature's `models` module here when it gains tables.
 """
 
+from app.core import outbox as outbox_models
 from app.core.database import metadata
 from app.features.auth import models as auth_models
 from app.features.users import models as users_models
 
-__all__ = ["auth_models", "metadata", "users_models"]
+__all__ = ["auth_models", "metadata", "outbox_models", "users_models"]
