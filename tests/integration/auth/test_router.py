@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -434,3 +435,24 @@ class TestRoleInTokens:
         assert claims(pair["access_token"])["role"] == "admin"
         listing = await client.get(f"{API}/users", headers=bearer(pair["access_token"]))
         assert listing.status_code == 200
+
+
+class TestConcurrentRefresh:
+    async def test_two_refreshes_with_one_token_at_once_get_one_pair_and_end_the_session(
+        self, client: AsyncClient, make_user: UserFactory
+    ) -> None:
+        await make_user(email="race@example.com")
+        pair = await login(client, "race@example.com")
+        body = {"refresh_token": pair["refresh_token"]}
+        first, second = await asyncio.gather(
+            client.post(f"{API}/auth/refresh", json=body),
+            client.post(f"{API}/auth/refresh", json=body),
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 401]
+        winner = first if first.status_code == 200 else second
+        # The loser presented a used token: theft as far as the server can tell, so even the
+        # winner's new pair dies with the session (a client must refresh one at a time).
+        after = await client.post(
+            f"{API}/auth/refresh", json={"refresh_token": winner.json()["refresh_token"]}
+        )
+        assert_problem(after, 401, "UNAUTHORIZED")

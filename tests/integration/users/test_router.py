@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from httpx import AsyncClient
@@ -421,3 +423,28 @@ class TestAdminUpdate:
             f"{API}/users/{user.id}", json={"role": "admin"}, headers=await auth_headers(user)
         )
         assert_problem(response, 403, "FORBIDDEN")
+
+
+class TestLastAdminRace:
+    async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+        self,
+        client: AsyncClient,
+        make_user: UserFactory,
+        auth_headers: HeadersFactory,
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        first = await make_user(role=Role.admin)
+        second = await make_user(role=Role.admin)
+        one, two = await asyncio.gather(
+            client.patch(
+                f"{API}/users/{second.id}", json={"role": "user"}, headers=await auth_headers(first)
+            ),
+            client.patch(
+                f"{API}/users/{first.id}", json={"role": "user"}, headers=await auth_headers(second)
+            ),
+        )
+        assert sorted([one.status_code, two.status_code]) == [200, 409]
+        admins = await db_conn.fetchval(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND is_active"
+        )
+        assert admins == 1

@@ -234,19 +234,24 @@ class AuthService:
         known = await self.refresh_tokens.find(jti_hash)
         if known is None or known.used_at is None or known.revoked_at is not None:
             return
-        # Committed on its own: the request itself fails (401) and rolls back.
+        session_id, user_id = known.session_id, known.user_id  # the rollback expires `known`
+        # The revocation must outlive this request, which fails (401) and rolls back, so it is
+        # committed on its own. This request's transaction is rolled back first: the UPDATE that
+        # found the token used can still hold its row lock (PostgreSQL keeps the lock taken to
+        # re-check a concurrently updated row), and the revocation below would wait on it.
+        await self.session.rollback()
         async with session_scope(self.session_factory) as own:
-            revoked = await SessionService(own).revoke(known.session_id)
+            revoked = await SessionService(own).revoke(session_id)
         log.warning(
             "auth.refresh_reused",
-            user_id=str(known.user_id),
-            session_id=str(known.session_id),
+            user_id=str(user_id),
+            session_id=str(session_id),
             tokens_revoked=revoked,
         )
         try:
-            await self._deny_access_tokens(known.session_id)
+            await self._deny_access_tokens(session_id)
         except ServiceUnavailableError:
-            log.error("auth.session_denylist_failed", session_id=str(known.session_id))
+            log.error("auth.session_denylist_failed", session_id=str(session_id))
 
     async def logout(self, user: User, *, access: TokenClaims, refresh_token: str) -> None:
         """End the caller's session, and the refresh token's if it is another of theirs."""
