@@ -7,6 +7,7 @@ every edge can be set up; `test_email_flows.py` follows the real emails end to e
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -14,6 +15,7 @@ import pytest
 from httpx import AsyncClient
 
 from app.core.database import uuid7
+from app.features.auth.router import FORGOT_PASSWORD_FLOOR_SECONDS
 from app.features.users.models import User
 from tests.conftest import DEFAULT_PASSWORD, HeadersFactory, UserFactory
 from tests.integration.auth.helpers import (
@@ -140,6 +142,16 @@ class TestForgotPassword:
         assert [(row["user_id"], row["purpose"]) for row in rows] == [(user.id, "reset_password")]
         lifetime = rows[0]["expires_at"] - datetime.now(UTC)
         assert timedelta(minutes=59) < lifetime <= timedelta(hours=1)
+
+    async def test_both_answers_wait_for_the_same_floor(
+        self, client: AsyncClient, make_user: UserFactory
+    ) -> None:
+        await make_user(email="known@example.com")
+        for email in ("known@example.com", "unknown@example.com"):
+            started = time.perf_counter()
+            response = await client.post(f"{API}/auth/forgot-password", json={"email": email})
+            assert response.status_code == 202
+            assert time.perf_counter() - started >= FORGOT_PASSWORD_FLOOR_SECONDS
 
     async def test_a_deactivated_account_gets_no_reset_token(
         self, client: AsyncClient, make_user: UserFactory, db_conn: asyncpg.Connection

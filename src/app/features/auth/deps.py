@@ -8,9 +8,11 @@ still of the current version").
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -136,3 +138,23 @@ async def get_auth_service(
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+def response_floor(seconds: float) -> Any:
+    """A route dependency that makes a successful answer take at least `seconds`.
+
+    Listed first among a route's dependencies, it is entered first and left last: after the
+    session's commit and its after-commit work (the job relay), so the whole difference between
+    two branches of a route is covered. Used where timing must not tell whether an account
+    exists (forgot-password: a known email writes a token and queues a mail, an unknown one
+    does not). Errors are not delayed.
+    """
+
+    async def floor() -> AsyncIterator[None]:
+        started = time.perf_counter()
+        yield
+        remaining = seconds - (time.perf_counter() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    return Depends(floor, scope="function")
