@@ -7,6 +7,7 @@ is truncated and the Redis database flushed, so tests never see each other's dat
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -31,6 +32,9 @@ from app.worker import drain as drain_worker
 from tests.services import Services, find_services
 
 TEST_JWT_SECRET = "test-secret-" + "k" * 40
+
+# pgserver logs from an atexit hook, after pytest has closed the streams it captured.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def _dsn(url: str) -> str:
