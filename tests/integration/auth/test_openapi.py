@@ -85,7 +85,10 @@ def test_every_error_is_a_problem_and_429_documents_retry_after(
     assert {"401", "403", "422", "429"} <= set(login)
     assert login["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
     assert "409" in document["paths"]["/api/v1/users/{user_id}"]["patch"]["responses"]
-    assert "409" in document["paths"]["/api/v1/auth/register"]["post"]["responses"]
+    register = document["paths"]["/api/v1/auth/register"]["post"]["responses"]
+    assert "409" in register
+    assert "Location" in register["201"]["headers"]
+    assert register["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/UserOut")
 
 
 def test_token_route_takes_the_oauth2_form(document: dict[str, Any]) -> None:

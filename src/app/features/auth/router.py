@@ -55,7 +55,18 @@ def _responses(*errors: Any) -> dict[int | str, dict[str, Any]]:
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     dependencies=[RateLimit("register", "rate_limit_register")],
-    responses=_responses(EmailTakenError, 429, ServiceUnavailableError),
+    responses={
+        201: {
+            "description": "The account, unverified; a verification email is on its way",
+            "headers": {
+                "Location": {
+                    "description": "The account's URL (`/api/v1/users/{user_id}`).",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **_responses(EmailTakenError, 429, ServiceUnavailableError),
+    },
 )
 async def register(body: RegisterIn, auth: AuthServiceDep, response: Response) -> User:
     """Create an account and email a verification link.
