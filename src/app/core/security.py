@@ -187,12 +187,12 @@ class Tokens:
             raise InvalidTokenError("malformed claims") from None
 
 
-def get_passwords(request: Request) -> Passwords:
+async def get_passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
 
 
-def get_tokens(request: Request) -> Tokens:
+async def get_tokens(request: Request) -> Tokens:
     tokens: Tokens = request.app.state.tokens
     return tokens
 
