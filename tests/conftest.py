@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -18,10 +18,14 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.cli import run_migrations
 from app.config import Settings, load_settings
+from app.core.database import uuid7
+from app.core.security import Passwords, Tokens
 from app.dev import SmtpSink
+from app.features.users.models import Role, User
 from app.main import create_app
 from tests.services import Services, find_services
 
@@ -177,3 +181,70 @@ async def make_client(
     for manager, http in reversed(stack):
         await http.aclose()
         await manager.__aexit__(None, None, None)
+
+
+DEFAULT_PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of the test database for factories (outside any app)."""
+    engine = create_async_engine(database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+UserFactory = Callable[..., Awaitable[User]]
+
+
+@pytest.fixture
+def make_user(db_engine: AsyncEngine, settings: Settings) -> UserFactory:
+    """Write a user straight to the database: `await make_user(role=Role.admin, ...)`."""
+    passwords = Passwords(settings)
+    counter = iter(range(1, 1_000_000))
+
+    async def make(
+        *,
+        email: str | None = None,
+        password: str = DEFAULT_PASSWORD,
+        full_name: str | None = None,
+        role: Role = Role.user,
+        is_active: bool = True,
+        is_verified: bool = True,
+    ) -> User:
+        number = next(counter)
+        user = User(
+            email=(email or f"user{number}-{secrets.token_hex(3)}@example.com").lower(),
+            password_hash=passwords.hash_sync(password),
+            full_name=full_name or f"Test User {number}",
+            role=role,
+            is_active=is_active,
+            is_verified=is_verified,
+        )
+        async with AsyncSession(db_engine, expire_on_commit=False) as session:
+            session.add(user)
+            await session.commit()
+        return user
+
+    return make
+
+
+HeadersFactory = Callable[[User], Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def auth_headers(settings: Settings) -> HeadersFactory:
+    """`await auth_headers(user)`: an Authorization header with an access token of a new session."""
+    tokens = Tokens(settings)
+
+    async def make(user: User) -> dict[str, str]:
+        token, _ = tokens.encode(
+            type="access",
+            subject=user.id,
+            session_id=uuid7(),
+            version=user.token_version,
+            role=user.role.value,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    return make

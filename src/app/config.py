@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str] | None, NoDecode] = None
     rate_limit_enabled: bool = True
+    # argon2id; the default is OWASP's minimum (19 MiB, t=2, p=1): ~25 ms per hash on one core.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    # Hashes in flight at once; each holds its memory and a core.
+    password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
     # Mail

@@ -20,6 +20,7 @@ from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
 from app.core.openapi import install_openapi
 from app.core.redis import create_redis
+from app.core.security import Passwords, Tokens
 from app.features.health.router import router as health_router
 
 log = get_logger(__name__)
@@ -35,6 +36,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.state.redis = redis
+    app.state.passwords = Passwords(settings)
+    app.state.tokens = Tokens(settings)
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     try:
         yield

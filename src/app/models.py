@@ -4,5 +4,6 @@ Add a feature's `models` module here when it gains tables.
 """
 
 from app.core.database import metadata
+from app.features.users import models as users_models
 
-__all__ = ["metadata"]
+__all__ = ["metadata", "users_models"]

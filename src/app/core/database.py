@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, func, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -155,6 +155,12 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 def session_factory_from(request: Request) -> async_sessionmaker[AsyncSession]:
     factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
     return factory
+
+
+async def ping(factory: async_sessionmaker[AsyncSession]) -> None:
+    """A real round trip through the app's own session factory (for readiness checks)."""
+    async with factory() as session:
+        await session.execute(text("SELECT 1"))
 
 
 def describe_engine(engine: AsyncEngine) -> dict[str, Any]:

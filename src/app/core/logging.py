@@ -28,6 +28,12 @@ def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """uvicorn adds an ANSI-coloured copy of its message as `color_message`; it is noise."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Configure structlog and the standard library logging; safe to call more than once."""
     shared: list[Processor] = [
@@ -36,6 +42,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
+        drop_color_message,
     ]
     renderer: Processor
     if json:

@@ -9,9 +9,8 @@ from typing import Any, Literal
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
-from app.core.database import session_factory_from
+from app.core.database import ping, session_factory_from
 from app.core.logging import get_logger
 from app.core.metrics import render
 from app.core.redis import RedisDep
@@ -52,15 +51,12 @@ async def ready(request: Request, redis: RedisDep) -> JSONResponse:
     """Readiness: a real `SELECT 1` through the app's session factory and a Redis `PING`."""
     timeout = request.app.state.settings.ready_timeout_seconds
 
-    async def database() -> None:
-        async with session_factory_from(request)() as session:
-            await session.execute(text("SELECT 1"))
-
     async def cache() -> None:
         await redis.ping()
 
     results = await asyncio.gather(
-        _check("database", database(), timeout), _check("redis", cache(), timeout)
+        _check("database", ping(session_factory_from(request)), timeout),
+        _check("redis", cache(), timeout),
     )
     checks = ReadyChecks(database=results[0], redis=results[1])
     healthy = all(result == "ok" for result in results)

@@ -1,0 +1,177 @@
+"""Passwords (argon2id, off the event loop) and JWTs (python-jose, every claim required).
+
+Both are built once per process from Settings (in the app's lifespan and the worker's start-up)
+and reached through dependencies, never through module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from fastapi import Depends, Request
+from jose import JWTError, jwt
+
+from app.config import Settings
+
+TokenType = Literal["access", "refresh"]
+
+_REQUIRED_CLAIMS = ("sub", "type", "jti", "iat", "exp", "iss", "aud")
+
+
+class Passwords:
+    """argon2id hashing in the default thread pool, with a bound on hashes in flight.
+
+    argon2 holds the GIL-free C core for its whole run, so a thread pool keeps the event loop
+    answering other requests; the semaphore keeps the memory (argon2_memory_kib per hash) and
+    the queue of the thread pool bounded under a burst of logins.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            type=Type.ID,
+        )
+        self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
+
+    def hash_sync(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def _verify_sync(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        async with self._slots:
+            return await asyncio.to_thread(self._verify_sync, password_hash, password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with other parameters than today's settings."""
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+
+
+class InvalidTokenError(Exception):
+    """A JWT that is malformed, forged, expired, of the wrong type or missing a claim."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    subject: uuid.UUID
+    type: TokenType
+    jti: str
+    session_id: uuid.UUID
+    version: int
+    role: str | None
+    issued_at: int
+    expires_at: int
+
+
+class Tokens:
+    """Encode and decode this API's JWTs: one algorithm allowed, every claim required."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.jwt_secret.get_secret_value()
+        self._algorithm = settings.jwt_algorithm
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self.access_ttl = settings.access_token_ttl_seconds
+        self.refresh_ttl = settings.refresh_token_ttl_seconds
+
+    def encode(
+        self,
+        *,
+        type: TokenType,
+        subject: uuid.UUID,
+        session_id: uuid.UUID,
+        version: int,
+        role: str | None = None,
+        jti: str | None = None,
+        now: int | None = None,
+    ) -> tuple[str, TokenClaims]:
+        issued_at = int(time.time()) if now is None else now
+        ttl = self.access_ttl if type == "access" else self.refresh_ttl
+        claims = TokenClaims(
+            subject=subject,
+            type=type,
+            jti=jti or uuid.uuid4().hex,
+            session_id=session_id,
+            version=version,
+            role=role,
+            issued_at=issued_at,
+            expires_at=issued_at + ttl,
+        )
+        payload: dict[str, Any] = {
+            "sub": str(subject),
+            "type": type,
+            "jti": claims.jti,
+            "sid": str(session_id),
+            "ver": version,
+            "iat": issued_at,
+            "exp": claims.expires_at,
+            "iss": self._issuer,
+            "aud": self._audience,
+        }
+        if role is not None:
+            payload["role"] = role
+        return jwt.encode(payload, self._key, algorithm=self._algorithm), claims
+
+    def decode(self, token: str, expected_type: TokenType) -> TokenClaims:
+        """The token's claims, or InvalidTokenError whatever is wrong with it."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                # python-jose accepts a token without `exp` or `aud` unless told to require them.
+                options={f"require_{claim}": True for claim in _REQUIRED_CLAIMS if claim != "type"}
+                | {"verify_aud": True, "verify_iss": True, "verify_exp": True, "leeway": 0},
+            )
+        except JWTError as exc:
+            raise InvalidTokenError(type(exc).__name__) from None
+        if payload.get("type") != expected_type:
+            raise InvalidTokenError("wrong token type")
+        try:
+            return TokenClaims(
+                subject=uuid.UUID(str(payload["sub"])),
+                type=expected_type,
+                jti=str(payload["jti"]),
+                session_id=uuid.UUID(str(payload["sid"])),
+                version=int(payload["ver"]),
+                role=str(payload["role"]) if "role" in payload else None,
+                issued_at=int(payload["iat"]),
+                expires_at=int(payload["exp"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InvalidTokenError("malformed claims") from None
+
+
+def get_passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+def get_tokens(request: Request) -> Tokens:
+    tokens: Tokens = request.app.state.tokens
+    return tokens
+
+
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+TokensDep = Annotated[Tokens, Depends(get_tokens)]
