@@ -106,6 +106,16 @@ def resolve_hasher(settings: Settings) -> Hasher:
         from app.core import security  # type: ignore[attr-defined]
     except ImportError:
         security = None
+    if security is not None and hasattr(security, "Passwords"):
+        passwords = security.Passwords(settings)
+        verify_sync = getattr(passwords, "_verify_sync", None)
+        return Hasher(
+            hash=passwords.hash_sync,
+            verify=verify_sync
+            if callable(verify_sync)
+            else (lambda stored, password: bool(_call(passwords.verify, stored, password))),
+            description="`app.core.security.Passwords` (argon2id from Settings)",
+        )
     if security is not None:
         # A module-level or settings-built argon2 PasswordHasher is the most direct handle.
         for factory_name in ("get_password_hasher", "password_hasher_from", "make_password_hasher"):
@@ -180,11 +190,20 @@ def time_verify(hasher: Hasher, encoded_hash: str, password: str, rounds: int = 
 
 
 def mint_access_token(settings: Settings, user_id: uuid.UUID, role: str = "user") -> str:
-    """An access token with the claims API.md lists, signed with the run's secret.
+    """An access token signed with the run's secret, by the app's own `Tokens` when it exists.
 
     Used for the floor (and for the API only when it has no login route yet): tokens for the API
     are normally obtained by logging in through it, so that their sessions really exist.
     """
+    try:
+        from app.core.security import Tokens  # type: ignore[attr-defined]
+    except ImportError:
+        Tokens = None  # noqa: N806
+    if Tokens is not None:
+        token, _ = Tokens(settings).encode(
+            type="access", subject=user_id, session_id=uuid.uuid4(), version=0, role=role
+        )
+        return str(token)
     from jose import jwt
 
     now = int(time.time())

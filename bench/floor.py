@@ -41,6 +41,8 @@ _JWT_OPTIONS = {
     "require_sub": True,
     "require_iss": True,
     "require_aud": True,
+    "require_jti": True,
+    "leeway": 0,
 }
 _JSON = (b"content-type", b"application/json")
 

@@ -325,7 +325,8 @@ def _cell(text: str) -> str:
 
 
 def _git(*args: str) -> str:
-    out = subprocess.run(["git", *args], capture_output=True, text=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     return out.stdout.strip()
 
 
