@@ -682,6 +682,13 @@ def _execute(run: Run, redis_url: str, database_url: str, free_port: Any) -> Non
                 continue
             redis.flushdb()  # no cache or rate-limit counters from earlier runs
             port = free_port()
+            api_env = dict(env)
+            if workers > 1:
+                # What `saas serve` would create itself, but inside the run's directory so
+                # that the per-process metric files are not left behind in /tmp.
+                metrics_dir = run.raw_dir / f"{workers}w-metrics"
+                metrics_dir.mkdir(parents=True, exist_ok=True)
+                api_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
             api = Server(
                 f"saas serve ({workers}w)",
                 [
@@ -696,7 +703,7 @@ def _execute(run: Run, redis_url: str, database_url: str, free_port: Any) -> Non
                     "--workers",
                     str(workers),
                 ],
-                env,
+                api_env,
                 cwd,
                 port,
                 run.raw_dir / f"{workers}w-api.log",
