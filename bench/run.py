@@ -408,6 +408,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra setting for the API server (repeatable), stated in the results",
     )
     parser.add_argument("--output", type=Path, help="results file (bench/results/<date>.md)")
+    parser.add_argument(
+        "--embedded", action="store_true", help="use embedded servers even if local ones answer"
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
     parser.add_argument("--target-workers", type=int, default=2, help="targets apply here (2)")
     args = parser.parse_args(argv)
@@ -556,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.cli import run_migrations
     from app.dev import free_port
 
-    services = find_services()
+    services = find_services(embedded=args.embedded)
     try:
         run.facts.update(asyncio.run(server_facts(services.database_url, services.redis_url)))
         run.facts["database_source"] = services.database_source

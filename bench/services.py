@@ -75,19 +75,26 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
-def find_services() -> Services:
-    """The services of this run; the caller calls `.stop()` (embedded ones are stopped)."""
+def find_services(*, embedded: bool = False) -> Services:
+    """The services of this run; the caller calls `.stop()` (embedded ones are stopped).
+
+    `embedded=True` skips the local servers (the environment variables still win).
+    """
     services = Services()
     try:
         services.database_url = os.environ.get("APP_BENCH_DATABASE_URL", "")
         if services.database_url:
             services.database_source = "APP_BENCH_DATABASE_URL"
-        elif _port_open("127.0.0.1", 5432) and asyncio.run(_postgres_answers(LOCAL_DATABASE_URL)):
+        elif (
+            not embedded
+            and _port_open("127.0.0.1", 5432)
+            and asyncio.run(_postgres_answers(LOCAL_DATABASE_URL))
+        ):
             services.database_url, services.database_source = LOCAL_DATABASE_URL, "local"
         services.redis_url = os.environ.get("APP_BENCH_REDIS_URL", "")
         if services.redis_url:
             services.redis_source = "APP_BENCH_REDIS_URL"
-        elif _port_open("127.0.0.1", 6379) and _redis_answers(LOCAL_REDIS_URL):
+        elif not embedded and _port_open("127.0.0.1", 6379) and _redis_answers(LOCAL_REDIS_URL):
             services.redis_url, services.redis_source = LOCAL_REDIS_URL, "local"
         if not services.database_url or not services.redis_url:
             _start_embedded(services)
