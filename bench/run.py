@@ -713,7 +713,7 @@ def _execute(run: Run, redis_url: str, database_url: str, free_port: Any) -> Non
             )
             api.start()
             try:
-                _measure_api(run, api, workers, selected, seeded, settings, logins)
+                _measure_api(run, api, workers, selected, seeded, settings, logins, routes)
             finally:
                 api.stop()
     finally:
@@ -778,17 +778,36 @@ def _measure_api(
     seeded: seed.SeedResult,
     settings: Any,
     logins: list[dict[str, str]],
+    routes: set[tuple[str, str]],
 ) -> None:
     data: dict[str, Any] = {"auth": [], "products": seeded.product_ids, "logins": logins}
     if any("tokens" in s.needs for s in selected):
-        print(f"  logging in {len(seeded.token_users)} users for tokens ...", flush=True)
-        tokens, problems = asyncio.run(
-            _login_tokens(api.base_url, seeded.token_users, seed.PASSWORD)
-        )
+        if appglue.has_route(routes, "POST", "/api/v1/auth/login"):
+            print(f"  logging in {len(seeded.token_users)} users for tokens ...", flush=True)
+            tokens, problems = asyncio.run(
+                _login_tokens(api.base_url, seeded.token_users, seed.PASSWORD)
+            )
+            if problems:
+                run.notes.append(
+                    f"{workers}w: {len(problems)} token logins failed, e.g. {problems[0]}"
+                )
+            api.take_errors(run.raw_dir / f"{workers}w-login-for-tokens-server-errors.log")
+        else:
+            # No login route on this tree: tokens signed by the app's own Tokens with the run's
+            # secret (the API checks signature, claims, the session denylist and the user row).
+            tokens = [
+                {
+                    "token": appglue.mint_access_token(settings, _uuid(u["id"])),
+                    "user_id": u["id"],
+                    "orders": u["orders"],
+                }
+                for u in seeded.token_users
+            ]
+            run.notes.append(
+                "no login route on this tree: the API's tokens were minted with "
+                "`app.core.security.Tokens` and the run's secret"
+            )
         data["auth"] = tokens
-        if problems:
-            run.notes.append(f"{workers}w: {len(problems)} token logins failed, e.g. {problems[0]}")
-        api.take_errors(run.raw_dir / f"{workers}w-login-for-tokens-server-errors.log")
     data_file = write_lua_data(run.raw_dir / f"{workers}w-api-data.lua", data)
     by_name = {s.name: s for s in SCENARIOS}
     for scenario in selected:
