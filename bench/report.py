@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from bench import appglue
+from bench import appglue, profile
 from bench.scenarios import SCENARIOS
 
 if TYPE_CHECKING:
@@ -209,6 +209,12 @@ def render(run: Run) -> str:
     for workers in run.args.worker_counts:
         out += _results_section(run, workers, target_w)
     out += _floors_section(run)
+    profiled = [o for o in _in_order(run.outcomes) if o.profile_files]
+    if profiled:
+        out += ["## Profiles", ""]
+        for o in profiled:
+            title = f"{o.scenario.title}, {o.workers} worker{'s' if o.workers > 1 else ''}"
+            out += profile.markdown(title, profile.read(o.profile_files), o.profile_files)
     notes = list(dict.fromkeys(run.notes))
     if notes:
         out += ["## Notes", "", *[f"- {n}" for n in notes], ""]

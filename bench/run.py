@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(ROOT))
 
-from bench import appglue, report, seed, wrk  # noqa: E402
+from bench import appglue, profile, report, seed, wrk  # noqa: E402
 from bench.scenarios import FLOORS, HEALTH_PROBE_CONNECTIONS, SCENARIOS, Scenario  # noqa: E402
 from bench.services import (  # noqa: E402
     create_database,
@@ -214,6 +214,7 @@ class Outcome:
     rss_kb: dict[int, int] = field(default_factory=dict)
     server_errors: int = 0
     companion: wrk.WrkResult | None = None  # the login load beside health_under_login
+    profile_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -313,7 +314,35 @@ def measure(run: Run, server: Server, scenario: Scenario, data_file: Path, worke
     outcome.rss_kb = sampler.peak
     _collect_errors(run, server, outcome, label)
     _print_result(outcome)
+    if any(fnmatch.fnmatchcase(scenario.name, p) for p in run.args.profile_patterns):
+        outcome.profile_files = _profile(run, server, scenario, data_file, label)
     return outcome
+
+
+def _profile(
+    run: Run, server: Server, scenario: Scenario, data_file: Path, label: str
+) -> list[Path]:
+    """The scenario once more with py-spy on every worker (after the measured run, so the
+    measured numbers are not perturbed by the sampler)."""
+    print(f"  {label}: profiling with py-spy for {run.args.duration}s", flush=True)
+    files, samplers = [], []
+    for pid in server.worker_pids():
+        output = run.raw_dir / f"{label}-profile-{pid}.txt"
+        sampler = profile.start(pid, run.args.duration, output)
+        if sampler is None:
+            run.notes.append("py-spy is not installed: no profile taken")
+            return []
+        files.append(output)
+        samplers.append(sampler)
+    run_wrk(run, server.base_url, scenario, data_file, label=label + "-profiled",
+            duration_s=run.args.duration)  # fmt: skip
+    for sampler in samplers:
+        try:
+            sampler.wait(timeout=run.args.duration + 30)
+        except subprocess.TimeoutExpired:
+            sampler.terminate()
+    server.take_errors(None)
+    return files
 
 
 def measure_health_under_login(
@@ -412,8 +441,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--embedded", action="store_true", help="use embedded servers even if local ones answer"
     )
     parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="SCENARIOS",
+        help="scenarios (names or patterns) to run once more under py-spy, summarised in the "
+        "results; e.g. 'users_me,order_*'",
+    )
     parser.add_argument("--target-workers", type=int, default=2, help="targets apply here (2)")
     args = parser.parse_args(argv)
+    args.profile_patterns = [p.strip() for p in args.profile.split(",") if p.strip()]
     args.worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
     wanted = [w.strip() for w in args.scenarios.split(",") if w.strip()]
     args.selected = [

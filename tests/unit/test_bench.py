@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import appglue, report, seed, wrk
+from bench import appglue, profile, report, seed, wrk
 from bench.run import write_lua_data
 
 WRK_TEXT = """\
@@ -188,3 +188,38 @@ class TestLuaData:
         assert path.read_text() == (
             'return {["auth"]={{["token"]="a\\"b",["orders"]={"o1"}}},["n"]=3,["ok"]=true}\n'
         )
+
+
+class TestProfileSummary:
+    @pytest.mark.parametrize(
+        ("file", "name"),
+        [
+            ("app/core/middleware.py", "app.core"),
+            ("app/features/auth/deps.py", "app.features.auth"),
+            ("/work/x/src/app/features/orders/service.py", "app.features.orders"),
+            ("sqlalchemy/orm/session.py", "sqlalchemy"),
+            ("/venv/lib/python3.11/site-packages/asyncpg/connection.py", "asyncpg"),
+            ("asyncio/base_events.py", "stdlib:asyncio"),
+            ("/usr/lib/python3.11/json/encoder.py", "stdlib:json"),
+            ("threading.py", "stdlib:threading"),
+            ("<string>", "<string>"),
+        ],
+    )
+    def test_each_frame_is_attributed_to_its_library(self, file: str, name: str) -> None:
+        assert profile.library(file) == name
+
+    def test_self_and_inclusive_time_are_counted_and_waiting_threads_left_out(self) -> None:
+        lines = [
+            "run (asyncio/runners.py:118);handle (app/core/middleware.py:79);"
+            "execute (asyncpg/connection.py:350) 6",
+            "run (asyncio/runners.py:118);handle (app/core/middleware.py:80) 4",
+            "Thread.run (threading.py:1002);Condition.wait (threading.py:327) 90",
+            "not a stack line",
+        ]
+
+        summary = profile.summarize(lines)
+
+        assert (summary.samples, summary.waiting) == (10, 90)
+        assert summary.self_by_library == {"asyncpg": 6, "app.core": 4}
+        assert summary.inclusive_by_function["run (stdlib:asyncio: runners.py)"] == 10
+        assert summary.self_by_function["handle (app.core: middleware.py)"] == 4
