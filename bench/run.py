@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -596,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.cli import run_migrations
     from app.dev import free_port
 
+    failed = ""
     services = find_services(embedded=args.embedded)
     try:
         run.facts.update(asyncio.run(server_facts(services.database_url, services.redis_url)))
@@ -608,14 +610,20 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             run_migrations(database_url)
-            _execute(run, services.redis_url, database_url, free_port)
+            try:
+                _execute(run, services.redis_url, database_url, free_port)
+            except Exception as exc:
+                # What was measured before the failure is still worth a results file.
+                traceback.print_exc()
+                failed = f"**the run stopped early**: {type(exc).__name__}: {exc}"
+                run.notes.insert(0, failed.splitlines()[0])
     finally:
         services.stop()
     out = args.output or RESULTS / f"{started:%Y-%m-%d}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.render(run))
     print(f"bench: results written to {out}")
-    return 0
+    return 1 if failed else 0
 
 
 def _execute(run: Run, redis_url: str, database_url: str, free_port: Any) -> None:
