@@ -7,6 +7,7 @@ is truncated and the Redis database flushed, so tests never see each other's dat
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -27,9 +28,13 @@ from app.core.security import Passwords, Tokens
 from app.dev import SmtpSink
 from app.features.users.models import Role, User
 from app.main import create_app
+from app.worker import drain as drain_worker
 from tests.services import Services, find_services
 
 TEST_JWT_SECRET = "test-secret-" + "k" * 40
+
+# pgserver logs from an atexit hook, after pytest has closed the streams it captured.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def _dsn(url: str) -> str:
@@ -248,3 +253,17 @@ def auth_headers(settings: Settings) -> HeadersFactory:
         return {"Authorization": f"Bearer {token}"}
 
     return make
+
+
+DrainJobs = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def drain_jobs(settings: Settings) -> DrainJobs:
+    """`await drain_jobs()`: relay every pending outbox row to ARQ and run a burst worker until
+    the queue is empty, so every email of committed work is then in `smtp_sink.messages`."""
+
+    async def drain() -> None:
+        await drain_worker(settings)
+
+    return drain

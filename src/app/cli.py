@@ -96,11 +96,24 @@ def serve(
 @cli.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="Stop when the queue is empty")] = False,
+    check: Annotated[
+        bool, typer.Option(help="Exit 0 if a worker reported in the last 31 s, else 1")
+    ] = False,
 ) -> None:
-    """Run the background worker (ARQ)."""
+    """Run the background worker (ARQ), or check that one is alive."""
     from app import worker as worker_module
 
-    worker_module.run(_settings(), burst=burst)
+    settings = _settings()
+    if check:
+        import asyncio
+
+        report = asyncio.run(worker_module.health(settings))
+        if report is None:
+            typer.echo("error: no worker is alive (no health report in Redis)", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"worker alive: {report}")
+        return
+    worker_module.run(settings, burst=burst)
 
 
 @cli.command()

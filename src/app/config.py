@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     mail_from: str = "no-reply@example.com"
     frontend_url: str = "http://localhost:5173"
+    email_max_tries: int = Field(default=5, ge=1, le=25)
+    email_retry_backoff_seconds: float = Field(default=10.0, ge=0)
+
+    # Background jobs (the outbox and its relay, the worker)
+    outbox_relay_interval_seconds: int = Field(default=5, ge=1, le=60)
+    outbox_relay_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_retention_hours: float = Field(default=168.0, gt=0)
+    worker_shutdown_grace_seconds: int = Field(default=20, ge=0)
 
     # Presentation and business
     docs_enabled: bool | None = None

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from app.config import Settings, SettingsError, get_settings
 from app.core.database import create_engine, create_session_factory, describe_engine
 from app.core.errors import register_error_handlers
+from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
 from app.core.openapi import install_openapi
@@ -34,7 +35,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings)
     redis = create_redis(settings)
     app.state.engine = engine
-    app.state.session_factory = create_session_factory(engine)
+    session_factory = create_session_factory(engine)
+    # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
+    install_dispatcher(session_factory, redis)
+    app.state.session_factory = session_factory
     app.state.redis = redis
     app.state.passwords = Passwords(settings)
     app.state.tokens = Tokens(settings)

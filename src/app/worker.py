@@ -1,27 +1,43 @@
 """The ARQ worker: background jobs, with the database and settings in each job's context.
 
-Run it with `saas worker`. Jobs take ids (never whole objects), re-read what they need, and are
-idempotent, because ARQ delivers at least once: a job can run again after a crash or a retry.
+Run it with `saas worker` (`--burst` drains the queue and stops; `--check` reports whether a worker
+is alive). Jobs take ids (never whole objects), re-read what they need, and are idempotent,
+because ARQ delivers at least once: a job can run again after a crash or a retry.
+
+Besides the jobs, every worker runs the outbox relay (at start-up, then in a background loop every
+`APP_OUTBOX_RELAY_INTERVAL_SECONDS`: a loop rather than a cron job, so that it keeps trying
+through a Redis outage and does not add two ARQ log lines every few seconds) and prunes old outbox
+rows and delivery records every ten minutes (a cron job: one worker of many runs each tick).
+On SIGTERM it stops taking jobs and gives running ones `APP_WORKER_SHUTDOWN_GRACE_SECONDS` to
+finish. It writes ARQ's health-check key every 30 seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from datetime import timedelta
 from typing import Any, ClassVar
 
-from arq.connections import RedisSettings
-from arq.cron import CronJob
+from arq.connections import ArqRedis
+from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
-from arq.worker import Function, Worker
+from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
 
 from app.config import Settings, get_settings
 from app.core.database import create_engine, create_session_factory
+from app.core.email import SEND_EMAIL_JOB, prune_deliveries, send_email
+from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
-from app.core.redis import arq_redis_settings
+from app.core.redis import arq_redis_settings, create_redis
 
 log = get_logger(__name__)
 
-QUEUE_NAME = "arq:queue"
+__all__ = ["HEALTH_CHECK_KEY", "QUEUE_NAME", "create_worker", "drain", "health", "run"]
+
 HEALTH_CHECK_KEY = f"{QUEUE_NAME}:health-check"
+HEALTH_CHECK_INTERVAL_SECONDS = 30
 
 
 async def ping(ctx: dict[str, Any]) -> str:
@@ -29,15 +45,58 @@ async def ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
 
+async def relay(ctx: dict[str, Any]) -> int:
+    """Hand outbox rows that missed the fast path (Redis down, a crash) to the queue."""
+    settings: Settings = ctx["settings"]
+    return await relay_outbox(
+        ctx["session_factory"], ctx["redis"], batch_size=settings.outbox_relay_batch_size
+    )
+
+
+async def relay_forever(ctx: dict[str, Any]) -> None:
+    """The relay loop of one worker; SKIP LOCKED lets any number of them run side by side."""
+    interval = ctx["settings"].outbox_relay_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await relay(ctx)
+        except Exception:
+            # The database may be away for a moment; the next pass tries again.
+            log.exception("outbox.relay_failed")
+
+
+async def prune(ctx: dict[str, Any]) -> int:
+    """Cron: drop outbox rows and delivery records older than the retention period."""
+    settings: Settings = ctx["settings"]
+    retention = timedelta(hours=settings.outbox_retention_hours)
+    pruned = await prune_outbox(ctx["session_factory"], older_than=retention)
+    return pruned + await prune_deliveries(ctx["session_factory"], older_than=retention)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.setdefault("settings", get_settings())
+    if "settings" not in ctx:
+        ctx["settings"] = get_settings()
+    settings: Settings = ctx["settings"]
     engine = create_engine(settings)
+    factory = create_session_factory(engine)
+    redis: ArqRedis = ctx["redis"]
+    # Jobs that enqueue jobs hand them over right after their commit, like requests do.
+    install_dispatcher(factory, redis)
     ctx["engine"] = engine
-    ctx["session_factory"] = create_session_factory(engine)
+    ctx["session_factory"] = factory
     log.info("worker.started", environment=settings.environment)
+    # Leftovers from a Redis outage go out now, not after the first interval (and `--burst` sends
+    # them too).
+    await relay(ctx)
+    ctx["relay_task"] = asyncio.create_task(relay_forever(ctx), name="outbox-relay")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    task: asyncio.Task[None] | None = ctx.pop("relay_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
@@ -45,27 +104,41 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    """ARQ's settings class; the Redis connection is filled in from Settings by `create_worker`."""
+    """ARQ's fixed options; `worker_options(settings)` adds jobs, cron and Redis from Settings."""
 
-    functions: ClassVar[list[Function | WorkerCoroutine]] = [ping]
-    cron_jobs: ClassVar[list[CronJob]] = []
     on_startup = startup
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
     health_check_key = HEALTH_CHECK_KEY
-    health_check_interval = 30
+    health_check_interval = HEALTH_CHECK_INTERVAL_SECONDS
     max_tries = 5
     job_timeout = 60
     keep_result = 3600
-    # Let a job finish (or time out) on SIGTERM instead of cancelling it mid-send.
     handle_signals = True
+    functions: ClassVar[list[Function | WorkerCoroutine]] = [ping]
+
+
+def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
+    """Every job the worker runs; features' jobs (their `tasks.py`) are registered here.
+
+    Jobs fed by `enqueue()` are wrapped in `outbox_job`: ARQ carries only the outbox id, and the
+    wrapper calls the job with the row's payload as keyword arguments.
+    """
+    return [
+        *WorkerSettings.functions,
+        func(outbox_job(send_email), name=SEND_EMAIL_JOB, max_tries=settings.email_max_tries),
+    ]
+
+
+def cron_jobs(settings: Settings) -> list[CronJob]:
+    # unique: with several workers, one of them runs each tick.
+    return [cron(prune, name="prune_outbox", minute=set(range(0, 60, 10)), second=30, unique=True)]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    redis_settings: RedisSettings = arq_redis_settings(settings)
     return {
-        "functions": WorkerSettings.functions,
-        "cron_jobs": WorkerSettings.cron_jobs,
+        "functions": functions(settings),
+        "cron_jobs": cron_jobs(settings),
         "on_startup": WorkerSettings.on_startup,
         "on_shutdown": WorkerSettings.on_shutdown,
         "queue_name": WorkerSettings.queue_name,
@@ -75,7 +148,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_timeout": WorkerSettings.job_timeout,
         "keep_result": WorkerSettings.keep_result,
         "handle_signals": WorkerSettings.handle_signals,
-        "redis_settings": redis_settings,
+        # On SIGTERM/SIGINT: stop taking jobs, let running ones finish (an email mid-send) for
+        # this long, then cancel them (ARQ retries a cancelled job).
+        "job_completion_wait": settings.worker_shutdown_grace_seconds,
+        "redis_settings": arq_redis_settings(settings),
         "ctx": {"settings": settings},
     }
 
@@ -85,6 +161,46 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     options = worker_options(settings)
     options.update(overrides)
     return Worker(**options)
+
+
+async def drain(settings: Settings, **overrides: Any) -> Worker:
+    """Relay the outbox and run a burst worker until the queue is empty (deferred retries too).
+
+    The tests' `drain_jobs` fixture; returns the finished worker for its counters.
+    """
+    # No cron: a pruning tick mid-drain would only add a job to wait for.
+    options: dict[str, Any] = {
+        "burst": True,
+        "poll_delay": 0.02,
+        "handle_signals": False,
+        "cron_jobs": [],
+    }
+    options.update(overrides)
+    worker = create_worker(settings, **options)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker
+
+
+async def health(settings: Settings) -> str | None:
+    """The newest health report of any worker on the queue, or None when none is alive.
+
+    ARQ rewrites the key every `HEALTH_CHECK_INTERVAL_SECONDS` with a TTL one second longer, so
+    it vanishes soon after the last worker stops or hangs.
+    """
+    redis = create_redis(settings)
+    try:
+        value = await redis.get(HEALTH_CHECK_KEY)
+    except (RedisError, OSError) as exc:
+        log.warning("worker.health_unreachable", error=type(exc).__name__)
+        return None
+    finally:
+        await redis.aclose()
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def run(settings: Settings, *, burst: bool = False) -> None:

@@ -1,0 +1,308 @@
+"""Email: Jinja2 templates rendered as multipart text + HTML, sent over SMTP by the worker.
+
+Requests never talk to SMTP: `queue_email()` puts a `send_email` job in the outbox (see
+`app.core.jobs`), so mail goes out only for committed work and survives Redis or SMTP outages.
+
+The job is idempotent. Its outbox id names the message (`Message-ID: <outbox-id@sender-domain>`)
+and keys a row in `email_deliveries`, locked while the message is sent: a re-delivered or
+concurrent run finds the row `sent` (or `failed`) and sends nothing. (So each running email job
+holds one database connection for the length of its SMTP exchange, bounded by
+`APP_SMTP_TIMEOUT_SECONDS` per step; ARQ runs at most 10 jobs at a time per worker.)
+
+Transient SMTP failures (4xx replies, connection errors, timeouts) are retried with exponential
+backoff through ARQ's `Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and
+marked failed at once. The one window left is a crash between the SMTP server's "250" and our
+commit: the message is then sent again on retry, with the same Message-ID, which receivers use to
+drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from arq.worker import Retry
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    pass_context,
+    select_autoescape,
+)
+from jinja2.runtime import Context
+from sqlalchemy import delete, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+from structlog.contextvars import bound_contextvars
+
+from app.config import Settings
+from app.core.database import session_scope, utcnow
+from app.core.jobs import enqueue
+from app.core.logging import get_logger
+from app.core.outbox import DeliveryStatus, EmailDelivery, OutboxMessage
+
+log = get_logger(__name__)
+
+SEND_EMAIL_JOB = "send_email"
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
+MAX_BACKOFF_SECONDS = 3600.0
+# Only to check at enqueue time that a template renders; the worker renders with real Settings.
+_CHECK_FRONTEND_URL = "http://localhost"
+_CHECK_CURRENCY = "USD"
+
+
+@pass_context
+def money(context: Context, cents: int, currency: str | None = None) -> str:
+    """`{{ 123456 | money }}` -> `1,234.56 USD` (the context's currency unless one is given)."""
+    code = currency or context.get("currency") or ""
+    whole, fraction = divmod(abs(int(cents)), 100)
+    sign = "-" if int(cents) < 0 else ""
+    return f"{sign}{whole:,}.{fraction:02d} {code}".rstrip()
+
+
+@cache
+def _environment(directory: Path) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(directory),
+        # HTML parts escape every value; subjects and text parts are plain text.
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = money
+    return env
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def render_email(
+    template: str,
+    context: dict[str, Any],
+    *,
+    frontend_url: str,
+    currency: str,
+    directory: Path = TEMPLATES_DIR,
+) -> RenderedEmail:
+    """Render `<template>.subject.txt`, `<template>.txt` and `<template>.html`.
+
+    `frontend_url` (without a trailing slash) and `currency` are in every template's context;
+    an undefined variable is an error, never an empty string in a customer's inbox.
+    """
+    env = _environment(directory)
+    values = {"frontend_url": frontend_url.rstrip("/"), "currency": currency, **context}
+    subject = env.get_template(f"{template}.subject.txt").render(values)
+    return RenderedEmail(
+        subject=" ".join(subject.split()),
+        text=env.get_template(f"{template}.txt").render(values),
+        html=env.get_template(f"{template}.html").render(values),
+    )
+
+
+def message_id_for(outbox_id: uuid.UUID, sender: str) -> str:
+    _, at, domain = parseaddr(sender)[1].rpartition("@")
+    return f"<{outbox_id}@{domain if at and domain else 'localhost'}>"
+
+
+def build_message(
+    rendered: RenderedEmail, *, to: str, sender: str, message_id: str
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = rendered.subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = message_id
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+async def queue_email(
+    session: AsyncSession, *, to: str, template: str, context: dict[str, Any]
+) -> uuid.UUID:
+    """Queue one email (through the outbox).
+
+    `template` names files under src/app/templates/email/: <template>.subject.txt (one line,
+    Jinja2), <template>.txt, <template>.html. `context` must be JSON-serialisable;
+    `frontend_url` and `currency` are added by the renderer.
+
+    The templates are rendered once here as a check, so that a missing template or variable fails
+    the request that asked for the mail (a bug to see in its tests) rather than the worker later.
+    """
+    address = to.strip()
+    if not address or "@" not in address or any(c in address for c in "\r\n"):
+        raise ValueError("not an email address")
+    render_email(template, context, frontend_url=_CHECK_FRONTEND_URL, currency=_CHECK_CURRENCY)
+    return await enqueue(
+        session, SEND_EMAIL_JOB, {"to": address, "template": template, "context": context}
+    )
+
+
+async def send_message(settings: Settings, message: EmailMessage) -> None:
+    """Send over SMTP with the `APP_SMTP_*` settings (STARTTLS and login when configured)."""
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    await aiosmtplib.send(
+        message,
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=password if settings.smtp_username else None,
+        start_tls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an SMTP failure may pass on its own: a 4xx reply, a dropped or refused connection."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return any(400 <= refused.code < 500 for refused in exc.recipients)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return 400 <= exc.code < 500
+    return isinstance(exc, aiosmtplib.SMTPException | OSError | asyncio.TimeoutError)
+
+
+def backoff_seconds(settings: Settings, job_try: int) -> float:
+    """Exponential: base, 2 x base, 4 x base, ... capped at an hour."""
+    return float(
+        min(settings.email_retry_backoff_seconds * 2 ** (job_try - 1), MAX_BACKOFF_SECONDS)
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+async def deliver(
+    factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    outbox_id: uuid.UUID,
+    job_try: int,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+) -> str:
+    """Send the email of one outbox row at most once; returns the delivery's status.
+
+    Raises `Retry` after a transient failure while tries remain.
+    """
+    message_id = message_id_for(outbox_id, settings.mail_from)
+    retry_in: float | None = None
+    async with session_scope(factory) as session:
+        await session.execute(
+            insert(EmailDelivery)
+            .values(
+                outbox_id=outbox_id,
+                message_id=message_id,
+                recipient=to,
+                template=template,
+                status=DeliveryStatus.pending,
+            )
+            .on_conflict_do_nothing(index_elements=["outbox_id"])
+        )
+        # Held until this transaction ends: a concurrent run of the same job waits here, then
+        # finds the row sent.
+        delivery = (
+            await session.execute(
+                select(EmailDelivery)
+                .where(col(EmailDelivery.outbox_id) == outbox_id)
+                .with_for_update()
+            )
+        ).scalar_one()
+        if delivery.status != DeliveryStatus.pending:
+            log.info("email.skipped", status=delivery.status, message_id=message_id)
+            return str(delivery.status)
+        delivery.attempts += 1
+        try:
+            rendered = render_email(
+                template, context, frontend_url=settings.frontend_url, currency=settings.currency
+            )
+            await send_message(
+                settings,
+                build_message(rendered, to=to, sender=settings.mail_from, message_id=message_id),
+            )
+        except TemplateError as exc:
+            delivery.status = DeliveryStatus.failed
+            delivery.last_error = _describe(exc)
+            log.error("email.failed", reason="template", error=delivery.last_error)
+        except Exception as exc:
+            if not is_transient(exc):
+                delivery.status = DeliveryStatus.failed
+                delivery.last_error = _describe(exc)
+                log.error("email.failed", reason="permanent", error=delivery.last_error)
+            elif job_try >= settings.email_max_tries:
+                delivery.status = DeliveryStatus.failed
+                delivery.last_error = _describe(exc)
+                log.error(
+                    "email.failed", reason="tries_exhausted", tries=job_try, error=_describe(exc)
+                )
+            else:
+                delivery.last_error = _describe(exc)
+                retry_in = backoff_seconds(settings, job_try)
+                log.warning("email.deferred", retry_in_s=retry_in, error=delivery.last_error)
+        else:
+            delivery.status = DeliveryStatus.sent
+            delivery.sent_at = utcnow()
+            delivery.last_error = None
+            log.info("email.sent", message_id=message_id, attempts=delivery.attempts)
+        status = str(delivery.status)
+        if retry_in is None:
+            # Done either way: the context may hold a token; the row keeps `to` and `template`.
+            await session.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id) == outbox_id)
+                .values(payload=literal_column("jsonb_set(payload, '{context}', '{}'::jsonb)"))
+            )
+    if retry_in is not None:
+        raise Retry(defer=retry_in)
+    return status
+
+
+async def send_email(
+    ctx: dict[str, Any], *, to: str, template: str, context: dict[str, Any]
+) -> str:
+    """The ARQ job of `queue_email`: its job id is the outbox id."""
+    job_id = str(ctx["job_id"])
+    job_try = int(ctx.get("job_try", 1))
+    with bound_contextvars(job_id=job_id, outbox_id=job_id, job_try=job_try, template=template):
+        return await deliver(
+            ctx["session_factory"],
+            ctx["settings"],
+            outbox_id=uuid.UUID(job_id),
+            job_try=job_try,
+            to=to,
+            template=template,
+            context=context,
+        )
+
+
+async def prune_deliveries(
+    factory: async_sessionmaker[AsyncSession], *, older_than: timedelta
+) -> int:
+    """Forget delivery records untouched for `older_than` (the outbox's retention)."""
+    cutoff = utcnow() - older_than
+    async with session_scope(factory) as session:
+        result = await session.execute(
+            delete(EmailDelivery).where(col(EmailDelivery.updated_at) < cutoff)
+        )
+    deleted: int = getattr(result, "rowcount", 0) or 0
+    if deleted:
+        log.info("email.deliveries_pruned", count=deleted)
+    return deleted

@@ -1,0 +1,238 @@
+"""Background jobs that run if and only if their transaction commits, and are never lost.
+
+`enqueue()` writes an outbox row in the caller's transaction. Once that transaction has committed
+the row is handed to ARQ at once (the fast path, an `after_commit` callback), with the outbox id
+as ARQ's job id so that the same row is never queued twice. If Redis cannot take it at that
+instant, the row stays unsent and the relay in the worker (`relay_outbox`, every few seconds)
+hands it over when Redis is back. A rolled-back transaction takes its rows with it, so a job never
+runs against data that does not exist. Handed-off rows are pruned after a retention period.
+
+Redis only ever carries the outbox id: the worker reads the payload from the outbox row
+(`outbox_job`), so tokens in an email's context never reach Redis or ARQ's log lines. ARQ then
+delivers at least once: jobs take ids or small JSON payloads and are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.typing import WorkerCoroutine
+from redis.exceptions import RedisError
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from app.core.database import after_commit, session_scope, utcnow, uuid7
+from app.core.logging import get_logger
+from app.core.outbox import OutboxMessage
+
+log = get_logger(__name__)
+
+QUEUE_NAME = "arq:queue"
+_DISPATCHER_KEY = "jobs.dispatcher"
+# What a Redis outage looks like from redis-py: refused, reset, timed out.
+_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True)
+class JobDispatcher:
+    """Where sessions of one factory hand their committed jobs: the ARQ client and the factory."""
+
+    redis: ArqRedis
+    session_factory: async_sessionmaker[AsyncSession]
+
+    async def hand_off(self, outbox_id: uuid.UUID, job_name: str) -> None:
+        """The fast path: queue one committed row now; on a Redis failure leave it to the relay."""
+        try:
+            await _enqueue_arq(self.redis, outbox_id, job_name)
+        except _REDIS_DOWN as exc:
+            log.warning(
+                "outbox.handoff_deferred",
+                outbox_id=str(outbox_id),
+                job_name=job_name,
+                error=type(exc).__name__,
+            )
+            return
+        async with session_scope(self.session_factory) as session:
+            await session.execute(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id) == outbox_id, col(OutboxMessage.sent_at).is_(None))
+                .values(sent_at=func.now())
+            )
+        log.info("outbox.handed_off", outbox_id=str(outbox_id), job_name=job_name)
+
+
+def install_dispatcher(factory: async_sessionmaker[AsyncSession], redis: ArqRedis) -> None:
+    """Let every session of `factory` hand its jobs to `redis` right after its commit.
+
+    The dispatcher travels in the sessions' `info`, so `enqueue()` needs no global; a factory
+    without one still writes outbox rows, and the relay sends them.
+    """
+    info = dict(factory.kw.get("info") or {})
+    info[_DISPATCHER_KEY] = JobDispatcher(redis=redis, session_factory=factory)
+    factory.configure(info=info)
+
+
+def _normalised(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as it will come back from the JSONB column."""
+    for key in payload:
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            # They become the job's keyword arguments; ARQ keeps `_`-names for its own options.
+            raise ValueError(f"job payload key {key!r} is not a public identifier")
+    try:
+        normalised: dict[str, Any] = json.loads(json.dumps(payload))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"job payload must be JSON-serialisable: {exc}") from None
+    return normalised
+
+
+async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any]) -> uuid.UUID:
+    """Write an outbox row in the caller's transaction; handed to ARQ after commit.
+
+    The job runs as `job_name(ctx, **payload)` once the transaction commits, never if it rolls
+    back. Returns the outbox id, which is also the ARQ job id (`ctx["job_id"]`).
+    """
+    data = _normalised(payload)
+    outbox_id = uuid7()
+    await session.execute(
+        insert(OutboxMessage).values(id=outbox_id, job_name=job_name, payload=data)
+    )
+    dispatcher: JobDispatcher | None = session.info.get(_DISPATCHER_KEY)
+    if dispatcher is not None:
+
+        async def hand_off() -> None:
+            await dispatcher.hand_off(outbox_id, job_name)
+
+        after_commit(session, hand_off)
+    log.debug("outbox.enqueued", outbox_id=str(outbox_id), job_name=job_name)
+    return outbox_id
+
+
+async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> None:
+    # None means a job with this id is queued, running or has a kept result: handed off before.
+    await redis.enqueue_job(job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME)
+
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+
+async def load_payload(
+    factory: async_sessionmaker[AsyncSession], outbox_id: uuid.UUID
+) -> dict[str, Any] | None:
+    async with session_scope(factory) as session:
+        payload: dict[str, Any] | None = (
+            await session.execute(
+                select(col(OutboxMessage.payload)).where(col(OutboxMessage.id) == outbox_id)
+            )
+        ).scalar_one_or_none()
+    return payload
+
+
+def outbox_job(function: JobFunction) -> WorkerCoroutine:
+    """Wrap a job so that it runs as `function(ctx, **payload)` with its outbox row's payload.
+
+    Register every job that `enqueue()` feeds this way in `app/worker.py`. A job whose row is
+    gone (pruned long after it ran) does nothing: there is nothing left that asked for it.
+    """
+
+    @functools.wraps(function)
+    async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:  # queued by hand, not through the outbox
+            return await function(ctx, *args, **kwargs)
+        job_id = str(ctx["job_id"])
+        try:
+            outbox_id = uuid.UUID(job_id)
+        except ValueError:
+            log.error("outbox.job_without_row", job_id=job_id, reason="not an outbox id")
+            return None
+        payload = await load_payload(ctx["session_factory"], outbox_id)
+        if payload is None:
+            log.warning("outbox.job_without_row", job_id=job_id, outbox_id=job_id)
+            return None
+        return await function(ctx, **payload)
+
+    return run
+
+
+async def relay_outbox(
+    factory: async_sessionmaker[AsyncSession], redis: ArqRedis, *, batch_size: int = 100
+) -> int:
+    """Hand every unsent outbox row to ARQ, oldest first, in batches; returns how many.
+
+    Rows are locked with `FOR UPDATE SKIP LOCKED`, so any number of workers relay side by side
+    without handing the same row twice or waiting for each other. A Redis failure ends the pass
+    after marking what was handed; the rest waits for the next pass.
+    """
+    total = 0
+    while True:
+        handed: list[uuid.UUID] = []
+        failure: BaseException | None = None
+        async with session_scope(factory) as session:
+            rows = (
+                await session.execute(
+                    select(col(OutboxMessage.id), col(OutboxMessage.job_name))
+                    .where(col(OutboxMessage.sent_at).is_(None))
+                    .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id))
+                    .limit(batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                try:
+                    await _enqueue_arq(redis, row.id, row.job_name)
+                except _REDIS_DOWN as exc:
+                    failure = exc
+                    break
+                handed.append(row.id)
+            if handed:
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(col(OutboxMessage.id).in_(handed))
+                    .values(sent_at=func.now())
+                )
+        total += len(handed)
+        if failure is not None:
+            log.warning("outbox.relay_interrupted", handed=total, error=type(failure).__name__)
+            break
+        if len(rows) < batch_size:
+            break
+    if total:
+        log.info("outbox.relayed", count=total)
+    return total
+
+
+async def prune_outbox(
+    factory: async_sessionmaker[AsyncSession], *, older_than: timedelta, batch_size: int = 1000
+) -> int:
+    """Delete rows handed off longer ago than `older_than`, in small batches; returns how many.
+
+    Unsent rows are never pruned, however old: they are work still owed.
+    """
+    cutoff = utcnow() - older_than
+    total = 0
+    while True:
+        async with session_scope(factory) as session:
+            batch = (
+                select(col(OutboxMessage.id))
+                .where(col(OutboxMessage.sent_at) < cutoff)
+                .limit(batch_size)
+                .scalar_subquery()
+            )
+            result = await session.execute(
+                delete(OutboxMessage).where(col(OutboxMessage.id).in_(batch))
+            )
+        deleted: int = getattr(result, "rowcount", 0) or 0
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        log.info("outbox.pruned", count=total, cutoff=cutoff.isoformat())
+    return total

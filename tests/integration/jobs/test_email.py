@@ -1,0 +1,246 @@
+"""The email job sends each message once, retries what may pass and gives up on what will not."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+from arq.connections import ArqRedis
+from httpx import AsyncClient
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.core.email import deliver
+from app.dev import SmtpSink, free_port
+from app.worker import drain
+from tests.integration.jobs.conftest import delivery, queued_job_ids, verify_context
+
+SettingsFactory = Callable[..., Settings]
+
+
+async def _queue_one(api: AsyncClient) -> str:
+    response = await api.post("/test/emails", json={"to": "ada@example.org"})
+    assert response.status_code == 201
+    outbox_id: str = response.json()["outbox_ids"][0]
+    return outbox_id
+
+
+class TestRedelivery:
+    async def test_a_job_delivered_again_sends_no_second_email(
+        self,
+        api: AsyncClient,
+        settings: Settings,
+        db_conn: asyncpg.Connection,
+        redis_client: Redis,
+        arq_redis: ArqRedis,
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = await _queue_one(api)
+        first = await drain(settings)
+        assert (first.jobs_complete, len(smtp_sink.messages)) == (1, 1)
+
+        # A re-delivery as ARQ makes after a lost acknowledgement: the same job id again.
+        await redis_client.delete(f"arq:result:{outbox_id}")
+        job = await arq_redis.enqueue_job("send_email", _job_id=outbox_id)
+        assert job is not None
+        second = await drain(settings)
+
+        assert second.jobs_complete == 1
+        assert await job.result(timeout=5) == "sent"
+        assert len(smtp_sink.messages) == 1
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("sent", 1)
+
+    async def test_two_concurrent_runs_of_one_job_send_one_email(
+        self,
+        settings: Settings,
+        db_conn: asyncpg.Connection,
+        factory: async_sessionmaker[AsyncSession],
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = uuid.uuid4()
+
+        async def run() -> str:
+            return await deliver(
+                factory,
+                settings,
+                outbox_id=outbox_id,
+                job_try=1,
+                to="ada@example.org",
+                template="verify_email",
+                context=verify_context(),
+            )
+
+        assert await asyncio.gather(run(), run()) == ["sent", "sent"]
+
+        assert len(smtp_sink.messages) == 1
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("sent", 1)
+
+    async def test_the_arq_fast_path_ignores_a_second_hand_off_of_the_same_row(
+        self,
+        api: AsyncClient,
+        arq_redis: ArqRedis,
+    ) -> None:
+        outbox_id = await _queue_one(api)
+
+        again = await arq_redis.enqueue_job("send_email", _job_id=outbox_id)
+
+        assert again is None
+        assert await queued_job_ids(arq_redis) == [outbox_id]
+
+    async def test_a_job_whose_outbox_row_is_gone_does_nothing(
+        self, settings: Settings, arq_redis: ArqRedis, smtp_sink: SmtpSink
+    ) -> None:
+        pruned = await arq_redis.enqueue_job("send_email", _job_id=str(uuid.uuid4()))
+        foreign = await arq_redis.enqueue_job("send_email", _job_id="not-an-outbox-id")
+        assert pruned is not None
+        assert foreign is not None
+
+        worker = await drain(settings)
+
+        assert (worker.jobs_complete, worker.jobs_failed) == (2, 0)
+        assert await pruned.result(timeout=5) is None
+        assert await foreign.result(timeout=5) is None
+        assert smtp_sink.messages == []
+
+
+class TestTransientFailures:
+    async def test_a_server_that_fails_twice_then_accepts_gets_the_message_on_the_third_try(
+        self,
+        api: AsyncClient,
+        make_settings: SettingsFactory,
+        db_conn: asyncpg.Connection,
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = await _queue_one(api)
+        smtp_sink.fail_next("451 4.3.0 Try again later", "451 4.3.0 Try again later")
+
+        worker = await drain(make_settings(email_retry_backoff_seconds=0.05))
+
+        assert (worker.jobs_retried, worker.jobs_complete, worker.jobs_failed) == (2, 1, 0)
+        [mail] = smtp_sink.messages
+        assert mail.message["Message-ID"] == f"<{outbox_id}@example.com>"
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert (record["status"], record["attempts"], record["last_error"]) == ("sent", 3, None)
+
+    async def test_transient_failures_stop_when_the_tries_run_out(
+        self,
+        api: AsyncClient,
+        make_settings: SettingsFactory,
+        db_conn: asyncpg.Connection,
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = await _queue_one(api)
+        smtp_sink.fail_next(*["451 4.3.0 Try again later"] * 4)
+        settings = make_settings(email_retry_backoff_seconds=0.01, email_max_tries=3)
+
+        worker = await drain(settings)
+
+        assert (worker.jobs_retried, worker.jobs_complete) == (2, 1)
+        assert smtp_sink.messages == []
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("failed", 3)
+        assert "451" in record["last_error"]
+        # Nothing is left to retry: the fourth prepared failure is never asked for.
+        assert (await drain(settings)).jobs_complete == 0
+
+    async def test_an_unreachable_server_is_retried_then_given_up(
+        self,
+        api: AsyncClient,
+        make_settings: SettingsFactory,
+        db_conn: asyncpg.Connection,
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = await _queue_one(api)
+        settings = make_settings(
+            smtp_port=free_port(), email_retry_backoff_seconds=0.01, email_max_tries=2
+        )
+
+        worker = await drain(settings)
+
+        assert (worker.jobs_retried, worker.jobs_complete) == (1, 1)
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("failed", 2)
+        assert "SMTPConnect" in record["last_error"]
+        assert smtp_sink.messages == []
+
+
+class TestPermanentFailures:
+    async def test_a_permanent_rejection_is_marked_failed_and_never_retried(
+        self,
+        api: AsyncClient,
+        settings: Settings,
+        db_conn: asyncpg.Connection,
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = await _queue_one(api)
+        smtp_sink.fail_next("550 5.1.1 Mailbox unavailable")
+
+        worker = await drain(settings)
+
+        assert (worker.jobs_retried, worker.jobs_complete, worker.jobs_failed) == (0, 1, 0)
+        assert smtp_sink.messages == []
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("failed", 1)
+        assert "550" in record["last_error"]
+        assert record["sent_at"] is None
+
+    async def test_a_failed_delivery_is_not_attempted_again_on_redelivery(
+        self,
+        settings: Settings,
+        db_conn: asyncpg.Connection,
+        factory: async_sessionmaker[AsyncSession],
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = uuid.uuid4()
+        smtp_sink.fail_next("554 5.7.1 Rejected")
+        arguments = {
+            "outbox_id": outbox_id,
+            "job_try": 1,
+            "to": "ada@example.org",
+            "template": "verify_email",
+            "context": verify_context(),
+        }
+
+        assert await deliver(factory, settings, **arguments) == "failed"
+        assert await deliver(factory, settings, **arguments) == "failed"
+
+        assert smtp_sink.messages == []
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert record["attempts"] == 1
+
+    async def test_a_template_that_no_longer_renders_fails_without_retrying(
+        self,
+        settings: Settings,
+        db_conn: asyncpg.Connection,
+        factory: async_sessionmaker[AsyncSession],
+        smtp_sink: SmtpSink,
+    ) -> None:
+        outbox_id = uuid.uuid4()
+
+        status = await deliver(
+            factory,
+            settings,
+            outbox_id=outbox_id,
+            job_try=1,
+            to="ada@example.org",
+            template="verify_email",
+            context={"full_name": "Ada"},
+        )
+
+        assert status == "failed"
+        assert smtp_sink.messages == []
+        record = await delivery(db_conn, outbox_id)
+        assert record is not None
+        assert "UndefinedError" in record["last_error"]
