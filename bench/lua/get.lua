@@ -36,6 +36,10 @@ function init(args)
     table.insert(reqs, wrk.format("GET", path, headers))
     if path == template and not auth then break end  -- a static request: one is enough
   end
+  if #reqs == 0 then
+    -- No data for the placeholders: send the template as is (it fails, and is counted).
+    table.insert(reqs, wrk.format("GET", template))
+  end
   n = #reqs
 end
 

@@ -17,7 +17,7 @@ end
 function request()
   counter = counter + 1
   local e = entries[((counter + tid) % #entries) + 1]
-  local count = math.random(1, 3)
+  local count = math.min(math.random(1, 3), #products)
   local chosen, items = {}, {}
   while #items < count do
     local p = products[math.random(1, #products)]
