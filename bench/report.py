@@ -230,6 +230,8 @@ def render(run: Run) -> str:
         "- errors = non-2xx/3xx answers plus socket errors (connect, read, write, timeout).",
         "- RSS is the peak resident memory of each uvicorn worker during the scenario (MB), "
         "`sum (worker + worker)`; the target is on one worker.",
+        "- bytes/resp is what the client read per response, headers included: the floor and the "
+        "API should answer with bodies of about the same size.",
         "- raw wrk output and server error lines: `bench/results/raw/` (not committed).",
         "",
     ]
@@ -267,13 +269,13 @@ def _results_section(run: Run, workers: int, target_w: int) -> list[str]:
         f"## Results, {workers} worker{plural}",
         "",
         "| scenario | req/s | p50 ms | p99 ms | errors | floor req/s | ratio | result | "
-        "RSS MB | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "RSS MB | bytes/resp | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for outcome in rows:
         title = outcome.scenario.title
         if outcome.skipped:
-            out.append(f"| {title} | - | - | - | - | - | - | not run | - | {outcome.skipped} |")
+            out.append(f"| {title} | - | - | - | - | - | - | not run | - | - | {outcome.skipped} |")
             continue
         r = outcome.result
         assert r is not None
@@ -292,7 +294,7 @@ def _results_section(run: Run, workers: int, target_w: int) -> list[str]:
         out.append(
             f"| {title} | {fmt_rps(r.rps)} | {fmt_ms(r.p50_ms)} | {fmt_ms(r.p99_ms)} | "
             f"{r.errors} | {floor} | {value} | {verdict} | {_rss_text(outcome)} | "
-            f"{_cell('; '.join(notes))} |"
+            f"{r.bytes_per_response:,} | {_cell('; '.join(notes))} |"
         )
     if workers != target_w:
         out.append("")
@@ -308,15 +310,15 @@ def _floors_section(run: Run) -> list[str]:
     out = [
         "## Floors (bench/floor.py, same run)",
         "",
-        "| floor | workers | req/s | p50 ms | p99 ms | errors | RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| floor | workers | req/s | p50 ms | p99 ms | errors | RSS MB | bytes/resp |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for o in run.floors:
         r = o.result
         assert r is not None
         out.append(
             f"| {o.scenario.title} | {o.workers} | {fmt_rps(r.rps)} | {fmt_ms(r.p50_ms)} | "
-            f"{fmt_ms(r.p99_ms)} | {r.errors} | {_rss_text(o)} |"
+            f"{fmt_ms(r.p99_ms)} | {r.errors} | {_rss_text(o)} | {r.bytes_per_response:,} |"
         )
     return [*out, ""]
 

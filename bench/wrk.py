@@ -31,11 +31,16 @@ class WrkResult:
     p90_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    bytes: int = 0  # read by the client, headers included
     non_2xx_3xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     error_sample: str = ""
     source: str = "none"  # "json" (our Lua summary), "text" (wrk's report) or "none"
+
+    @property
+    def bytes_per_response(self) -> int:
+        return self.bytes // self.requests if self.requests else 0
 
     @property
     def errors(self) -> int:
@@ -73,6 +78,7 @@ def _from_json(data: dict) -> WrkResult:
         p90_ms=data["p90_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
+        bytes=int(data.get("bytes", 0)),
         non_2xx_3xx=int(data["non_2xx_3xx"]),
         socket_errors={k: int(data[k]) for k in ("connect", "read", "write", "timeout")},
         statuses={str(k): int(v) for k, v in data.get("statuses", {}).items()},
