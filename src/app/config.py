@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     require_verified_email: bool = False
+    cache_ttl_seconds: int = Field(default=60, ge=1)
 
     # `saas serve`
     host: str = "127.0.0.1"

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.config import Settings, SettingsError, get_settings
+from app.core.cache import Cache
 from app.core.database import create_engine, create_session_factory, describe_engine
 from app.core.errors import register_error_handlers
 from app.core.jobs import install_dispatcher
@@ -23,6 +24,8 @@ from app.core.openapi import install_openapi
 from app.core.redis import create_redis
 from app.core.security import Passwords, Tokens
 from app.features.health.router import router as health_router
+from app.features.orders.router import router as orders_router
+from app.features.products.router import router as products_router
 
 log = get_logger(__name__)
 
@@ -40,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     install_dispatcher(session_factory, redis)
     app.state.session_factory = session_factory
     app.state.redis = redis
+    app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     app.state.passwords = Passwords(settings)
     app.state.tokens = Tokens(settings)
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
@@ -69,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_middleware(app, settings)
     install_openapi(app)
     app.include_router(health_router)
+    app.include_router(products_router, prefix=API_PREFIX)
+    app.include_router(orders_router, prefix=API_PREFIX)
     return app
 
 

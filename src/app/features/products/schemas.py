@@ -1,0 +1,68 @@
+"""The catalog's wire shapes. Request models forbid unknown fields and strip strings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.shared.pagination import Page
+
+INT32_MAX = 2**31 - 1
+
+Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$", examples=["MUG-001"])]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Description = Annotated[str, Field(max_length=2000)]
+PriceCents = Annotated[int, Field(ge=0, le=INT32_MAX, description="Price in minor units.")]
+Stock = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ProductCreate(_Request):
+    sku: Sku
+    name: Name
+    description: Description | None = None
+    price_cents: PriceCents
+    stock: Stock
+
+
+class ProductUpdate(_Request):
+    """A patch: only the fields sent change; `description: null` clears it."""
+
+    name: Name | None = None
+    description: Description | None = None
+    price_cents: PriceCents | None = None
+    stock: Stock | None = None
+    is_active: bool | None = None
+
+    @field_validator("name", "price_cents", "stock", "is_active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Only reached for a value that was sent: an explicit null of a required column.
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
+class ProductOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    sku: str
+    name: str
+    description: str | None
+    price_cents: int
+    currency: str = Field(description="ISO 4217 code of every price of this deployment.")
+    stock: int
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(Page[ProductOut]):
+    """A page of products, by name then id."""

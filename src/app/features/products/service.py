@@ -1,0 +1,206 @@
+"""The catalog's rules: admin writes, cached public reads, and stock for orders.
+
+Every write invalidates the cache after its transaction commits (the namespace of the product
+and that of the lists), so the very next read sees it. Orders take and give back stock through
+this service, which is what keeps the cached stock never older than the last order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.cache import Cache
+from app.core.database import after_commit
+from app.core.logging import get_logger
+from app.features.products.errors import (
+    InsufficientStockError,
+    ProductNotFoundError,
+    ProductUnavailableError,
+)
+from app.features.products.models import Product
+from app.features.products.repository import ProductRepository
+from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.shared.pagination import PageParams
+
+log = get_logger(__name__)
+
+LIST_NAMESPACE = "products:list"
+_ACTIVE, _INACTIVE = b"1", b"0"
+
+
+def product_namespace(product_id: uuid.UUID) -> str:
+    return f"products:{product_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StockLine:
+    product_id: uuid.UUID
+    quantity: int
+
+
+class ProductService:
+    def __init__(
+        self, session: AsyncSession, cache: Cache, *, currency: str, cache_ttl: int = 60
+    ) -> None:
+        self.session = session
+        self.repository = ProductRepository(session)
+        self.cache = cache
+        self.currency = currency
+        self.cache_ttl = cache_ttl
+
+    def to_out(self, product: Product) -> ProductOut:
+        return ProductOut(
+            id=product.id,
+            sku=product.sku,
+            name=product.name,
+            description=product.description,
+            price_cents=product.price_cents,
+            currency=self.currency,
+            stock=product.stock,
+            is_active=product.is_active,
+            created_at=product.created_at,
+            updated_at=product.updated_at,
+        )
+
+    def _invalidate_after_commit(self, product_ids: Sequence[uuid.UUID]) -> None:
+        namespaces = [LIST_NAMESPACE, *(product_namespace(pid) for pid in product_ids)]
+
+        async def invalidate() -> None:
+            await self.cache.invalidate(namespaces)
+
+        after_commit(self.session, invalidate)
+
+    # Reads -------------------------------------------------------------------------------
+
+    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> bytes:
+        """The product as ProductOut JSON, from the cache when it can; inactive ones only for
+        admins (`include_inactive`)."""
+
+        async def load() -> bytes | None:
+            product = await self.repository.get(product_id)
+            if product is None:
+                return None
+            # A one-byte flag in front of the JSON: visibility without parsing it on a hit.
+            flag = _ACTIVE if product.is_active else _INACTIVE
+            return flag + self.to_out(product).model_dump_json().encode()
+
+        cached = await self.cache.get_or_set(
+            product_namespace(product_id), "detail", load, ttl=self.cache_ttl
+        )
+        if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
+            raise ProductNotFoundError(product_id)
+        return cached[1:]
+
+    async def list_json(
+        self, params: PageParams, *, q: str | None, include_inactive: bool
+    ) -> bytes:
+        """A page of products as JSON, by name then id, cached per query."""
+        query = f"{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
+        key = hashlib.sha256(query.encode()).hexdigest()
+
+        async def load() -> bytes:
+            products, total = await self.repository.list(
+                offset=params.offset,
+                limit=params.limit,
+                q=q,
+                include_inactive=include_inactive,
+            )
+            page = ProductPage.of(
+                [self.to_out(product) for product in products], total=total, params=params
+            )
+            return page.model_dump_json().encode()
+
+        cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
+        assert cached is not None
+        return cached
+
+    async def get(self, product_id: uuid.UUID) -> Product:
+        product = await self.repository.get(product_id)
+        if product is None:
+            raise ProductNotFoundError(product_id)
+        return product
+
+    # Admin writes ------------------------------------------------------------------------
+
+    async def create(self, data: ProductCreate) -> Product:
+        product = await self.repository.add(Product(**data.model_dump()))
+        self._invalidate_after_commit([product.id])
+        log.info("product.created", product_id=str(product.id), sku=product.sku)
+        return product
+
+    async def update(self, product_id: uuid.UUID, data: ProductUpdate) -> Product:
+        product = await self.get(product_id)
+        changes = data.model_dump(exclude_unset=True)
+        for field, value in changes.items():
+            setattr(product, field, value)
+        if changes:
+            await self.repository.flush()
+            self._invalidate_after_commit([product.id])
+        log.info("product.updated", product_id=str(product.id), fields=sorted(changes))
+        return product
+
+    async def deactivate(self, product_id: uuid.UUID) -> None:
+        product = await self.get(product_id)
+        if product.is_active:
+            product.is_active = False
+            await self.repository.flush()
+            self._invalidate_after_commit([product.id])
+        log.info("product.deactivated", product_id=str(product.id))
+
+    # Stock, for orders -------------------------------------------------------------------
+
+    async def price_lines(self, lines: Sequence[StockLine]) -> list[Product]:
+        """The products of an order's lines, in line order, for their prices and names.
+
+        Unknown or inactive products fail here (422 with each line's loc), and so does a line
+        that visibly asks for more than is in stock, before anything is written. The stock is
+        only taken, atomically, by `take_stock`.
+        """
+        found = await self.repository.get_many([line.product_id for line in lines])
+        unavailable = [
+            index
+            for index, line in enumerate(lines)
+            if (product := found.get(line.product_id)) is None or not product.is_active
+        ]
+        if unavailable:
+            raise ProductUnavailableError(unavailable)
+        for line in lines:
+            product = found[line.product_id]
+            if product.stock < line.quantity:
+                raise InsufficientStockError(product.id, line.quantity, product.stock)
+        return [found[line.product_id] for line in lines]
+
+    async def take_stock(self, lines: Sequence[StockLine]) -> None:
+        """Take every line's quantity, or raise (and the caller's transaction rolls back).
+
+        One conditional UPDATE per line, in product id order: row locks are always taken in
+        the same order, so two orders of the same products cannot deadlock, and they are taken
+        as late as possible, so they are held only until the commit.
+        """
+        order = sorted(range(len(lines)), key=lambda index: lines[index].product_id)
+        for index in order:
+            line = lines[index]
+            if await self.repository.take_stock(line.product_id, line.quantity):
+                continue
+            state = await self.repository.stock_state(line.product_id)
+            if state is None or not state[1]:
+                raise ProductUnavailableError([index])
+            # Stock given back between the UPDATE and this read: one more try is honest.
+            if state[0] >= line.quantity and await self.repository.take_stock(
+                line.product_id, line.quantity
+            ):
+                continue
+            raise InsufficientStockError(line.product_id, line.quantity, state[0])
+        self._invalidate_after_commit([line.product_id for line in lines])
+
+    async def give_back_stock(self, lines: Sequence[StockLine]) -> None:
+        """Return the lines' quantities to stock (a cancelled order), whatever the product's
+        state now; in product id order like `take_stock`."""
+        for line in sorted(lines, key=lambda line: line.product_id):
+            await self.repository.add_stock(line.product_id, line.quantity)
+        self._invalidate_after_commit([line.product_id for line in lines])
