@@ -132,6 +132,62 @@ def openapi() -> None:
     typer.echo(json.dumps(create_app(placeholder).openapi(), indent=2))
 
 
+@cli.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="The admin's email (created, or promoted)")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    full_name: Annotated[str, typer.Option(help="Name of a new account")] = "Administrator",
+) -> None:
+    """Create an admin, or promote the account of EMAIL; the password policy applies.
+
+    The password is asked for (twice, hidden), or read from stdin with --password-stdin (one
+    trailing newline stripped). It becomes the account's password in both cases, and every
+    earlier token of a promoted account stops working.
+    """
+    import asyncio
+
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic.networks import EmailStr
+
+    from app.features.auth.passwords import policy_problem
+
+    settings = _settings()
+    try:
+        address = TypeAdapter(EmailStr).validate_python(email.strip()).lower()
+    except ValidationError:
+        typer.echo(f"error: {email!r} is not a valid email address", err=True)
+        raise typer.Exit(2) from None
+    if password_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = policy_problem(password)
+    if problem is not None:
+        typer.echo(f"error: the password {problem}", err=True)
+        raise typer.Exit(2)
+    created = asyncio.run(_make_admin(settings, address, password, full_name.strip()))
+    typer.echo(f"admin {'created' if created else 'promoted'}: {address}")
+
+
+async def _make_admin(settings: Settings, email: str, password: str, full_name: str) -> bool:
+    from app.core.database import create_engine, create_session_factory, session_scope
+    from app.core.security import Passwords
+    from app.features.users.service import UserService
+
+    engine = create_engine(settings)
+    try:
+        async with session_scope(create_session_factory(engine)) as session:
+            users = UserService(session)
+            existed = await users.get_by_email(email) is not None
+            password_hash = await Passwords(settings).hash(password)
+            await users.make_admin(email=email, password_hash=password_hash, full_name=full_name)
+    finally:
+        await engine.dispose()
+    return not existed
+
+
 @cli.command()
 def dev(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
