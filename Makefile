@@ -7,7 +7,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: help uv sync dev test contract lint lint-compose audit format typecheck migrate openapi check clean
+.PHONY: help uv sync dev test lint lint-compose audit format typecheck migrate openapi check clean bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,3 +82,6 @@ check: lint typecheck test ## Everything CI checks
 
 clean: ## Remove caches and the dev data directory
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* coverage.xml
+
+bench: sync ## Benchmark the API against its floor (ARGS="--duration 5 --workers 1"; see bench/README.md)
+	$(RUN) python -m bench.run $(ARGS)

@@ -132,6 +132,62 @@ def openapi() -> None:
     typer.echo(json.dumps(create_app(placeholder).openapi(), indent=2))
 
 
+@cli.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="The admin's email (created, or promoted)")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    full_name: Annotated[str, typer.Option(help="Name of a new account")] = "Administrator",
+) -> None:
+    """Create an admin, or promote the account of EMAIL; the password policy applies.
+
+    The password is asked for (twice, hidden), or read from stdin with --password-stdin (one
+    trailing newline stripped). It becomes the account's password in both cases, and every
+    earlier token of a promoted account stops working.
+    """
+    import asyncio
+
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic.networks import EmailStr
+
+    from app.features.auth.passwords import policy_problem
+
+    settings = _settings()
+    try:
+        address = TypeAdapter(EmailStr).validate_python(email.strip()).lower()
+    except ValidationError:
+        typer.echo(f"error: {email!r} is not a valid email address", err=True)
+        raise typer.Exit(2) from None
+    if password_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = policy_problem(password)
+    if problem is not None:
+        typer.echo(f"error: the password {problem}", err=True)
+        raise typer.Exit(2)
+    created = asyncio.run(_make_admin(settings, address, password, full_name.strip()))
+    typer.echo(f"admin {'created' if created else 'promoted'}: {address}")
+
+
+async def _make_admin(settings: Settings, email: str, password: str, full_name: str) -> bool:
+    from app.core.database import create_engine, create_session_factory, session_scope
+    from app.core.security import Passwords
+    from app.features.users.service import UserService
+
+    engine = create_engine(settings)
+    try:
+        async with session_scope(create_session_factory(engine)) as session:
+            users = UserService(session)
+            existed = await users.get_by_email(email) is not None
+            password_hash = await Passwords(settings).hash(password)
+            await users.make_admin(email=email, password_hash=password_hash, full_name=full_name)
+    finally:
+        await engine.dispose()
+    return not existed
+
+
 @cli.command()
 def dev(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
@@ -172,7 +228,8 @@ def dev(
         get_settings.cache_clear()
         settings = _settings()
         run_migrations(settings.database_url)
-        _print_banner(host, port, data_dir)
+        admin = _dev_admin(settings, data_dir / "admin.json")
+        _print_banner(host, port, data_dir, admin)
         worker_process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
         try:
             import uvicorn
@@ -205,7 +262,43 @@ def _dev_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _print_banner(host: str, port: int, data_dir: Path) -> None:
+DEV_ADMIN_EMAIL = "admin@example.com"
+
+
+def _dev_admin(settings: Settings, path: Path) -> tuple[str, str]:
+    """The development admin: created on the first `saas dev`, its credentials kept in `path`.
+
+    Later runs reuse the file and create the account again only if the database lost it, so a
+    restart never invalidates the tokens a developer holds.
+    """
+    import asyncio
+
+    if path.exists():
+        saved = json.loads(path.read_text())
+        email, password = str(saved["email"]), str(saved["password"])
+    else:
+        email, password = DEV_ADMIN_EMAIL, secrets.token_urlsafe(12)
+    if asyncio.run(_admin_missing(settings, email)):
+        asyncio.run(_make_admin(settings, email, password, "Development Admin"))
+    if not path.exists():
+        path.write_text(json.dumps({"email": email, "password": password}))
+        path.chmod(0o600)
+    return email, password
+
+
+async def _admin_missing(settings: Settings, email: str) -> bool:
+    from app.core.database import create_engine, create_session_factory, session_scope
+    from app.features.users.service import UserService
+
+    engine = create_engine(settings)
+    try:
+        async with session_scope(create_session_factory(engine)) as session:
+            return await UserService(session).get_by_email(email) is None
+    finally:
+        await engine.dispose()
+
+
+def _print_banner(host: str, port: int, data_dir: Path, admin: tuple[str, str]) -> None:
     base = f"http://{host}:{port}"
     typer.echo(
         "\n".join(
@@ -215,6 +308,7 @@ def _print_banner(host: str, port: int, data_dir: Path) -> None:
                 f"  API       {base}/api/v1",
                 f"  Docs      {base}/docs",
                 f"  Ready     {base}/ready",
+                f"  Admin     {admin[0]} / {admin[1]}  (kept in {data_dir / 'admin.json'})",
                 f"  Data      {data_dir} (mail saved under {data_dir / 'mail'})",
                 "  Ctrl-C stops everything.",
                 "",

@@ -108,7 +108,17 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str] | None, NoDecode] = None
     rate_limit_enabled: bool = True
-    # argon2id; the default is OWASP's minimum (19 MiB, t=2, p=1): ~25 ms per hash on one core.
+    # Per client IP (`limits` notation: "10/minute", "100/hour", "5 per 30 seconds").
+    rate_limit_login: str = "10/minute"  # /auth/login and /auth/token share this bucket
+    rate_limit_register: str = "5/minute"
+    rate_limit_forgot_password: str = "3/minute"  # noqa: S105 - a rate, not a password
+    rate_limit_verify_resend: str = "3/minute"
+    rate_limit_refresh: str = "30/minute"
+    # Failed logins per normalized email, whatever the IP; a successful login clears it.
+    rate_limit_failed_logins: str = "20/hour"
+    verify_email_token_ttl_seconds: int = Field(default=48 * 3600, ge=60)
+    reset_password_token_ttl_seconds: int = Field(default=3600, ge=60)
+    # argon2id; the default is OWASP's minimum (19 MiB, t=2, p=1): ~23 ms per verify here.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
     argon2_parallelism: int = Field(default=1, ge=1)
@@ -152,6 +162,25 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator(
+        "rate_limit_login",
+        "rate_limit_register",
+        "rate_limit_forgot_password",
+        "rate_limit_verify_resend",
+        "rate_limit_refresh",
+        "rate_limit_failed_logins",
+    )
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            if len(parse_many(value)) != 1:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{value!r} is not one rate limit such as '10/minute'") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

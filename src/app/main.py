@@ -21,11 +21,14 @@ from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
 from app.core.openapi import install_openapi
+from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
 from app.core.security import Passwords, Tokens
+from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
 from app.features.products.router import router as products_router
+from app.features.users.router import router as users_router
 
 log = get_logger(__name__)
 
@@ -46,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     app.state.passwords = Passwords(settings)
     app.state.tokens = Tokens(settings)
+    app.state.rate_limiter = RateLimiter(settings, redis)
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     try:
         yield
@@ -75,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
+    app.include_router(auth_router, prefix=API_PREFIX)
+    app.include_router(users_router, prefix=API_PREFIX)
     return app
 
 

@@ -5,8 +5,16 @@ Add a feature's `models` module here when it gains tables.
 
 from app.core import outbox as outbox_models
 from app.core.database import metadata
+from app.features.auth import models as auth_models
 from app.features.orders import models as orders_models
 from app.features.products import models as products_models
 from app.features.users import models as users_models
 
-__all__ = ["metadata", "orders_models", "outbox_models", "products_models", "users_models"]
+__all__ = [
+    "auth_models",
+    "metadata",
+    "orders_models",
+    "outbox_models",
+    "products_models",
+    "users_models",
+]

@@ -31,6 +31,7 @@ from app.core.email import SEND_EMAIL_JOB, prune_deliveries, send_email
 from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
 from app.core.redis import arq_redis_settings, create_redis
+from app.features.orders.tasks import purge_idempotency_keys
 
 log = get_logger(__name__)
 
@@ -132,7 +133,16 @@ def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
     # unique: with several workers, one of them runs each tick.
-    return [cron(prune, name="prune_outbox", minute=set(range(0, 60, 10)), second=30, unique=True)]
+    return [
+        cron(prune, name="prune_outbox", minute=set(range(0, 60, 10)), second=30, unique=True),
+        cron(
+            purge_idempotency_keys,
+            name="purge_idempotency_keys",
+            minute=17,
+            second=0,
+            unique=True,
+        ),
+    ]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

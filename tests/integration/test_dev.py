@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
@@ -106,10 +107,25 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
         assert (data_dir / "jwt_secret").exists()
+        admin = json.loads((data_dir / "admin.json").read_text())
+        login = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/login",
+            json={"email": admin["email"], "password": admin["password"]},
+            timeout=10,
+        )
+        assert login.status_code == 200, login.text
+        me = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/users/me",
+            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            timeout=10,
+        )
+        assert me.status_code == 200
+        assert me.json()["role"] == "admin"
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}/docs" in output
+    assert f"Admin     {admin['email']} / {admin['password']}" in output
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)

@@ -120,10 +120,18 @@ class TestSchedule:
     def test_pruning_runs_every_ten_minutes_on_one_worker(
         self, make_settings: Callable[..., Settings]
     ) -> None:
-        [prune_cron] = cron_jobs(make_settings())
+        prune_cron, _ = cron_jobs(make_settings())
         assert prune_cron.name == "prune_outbox"
         assert prune_cron.minute == {0, 10, 20, 30, 40, 50}
         assert prune_cron.unique is True
+
+    def test_expired_idempotency_keys_are_purged_hourly_on_one_worker(
+        self, make_settings: Callable[..., Settings]
+    ) -> None:
+        _, purge_cron = cron_jobs(make_settings())
+        assert purge_cron.name == "purge_idempotency_keys"
+        assert purge_cron.minute == 17
+        assert purge_cron.unique is True
 
     async def test_a_running_worker_relays_rows_left_behind_every_interval(
         self, make_settings: Callable[..., Settings], db_conn: asyncpg.Connection

@@ -31,7 +31,7 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
     return redis_settings
 
 
-def get_redis(request: Request) -> ArqRedis:
+async def get_redis(request: Request) -> ArqRedis:
     client: ArqRedis = request.app.state.redis
     return client
 

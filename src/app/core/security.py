@@ -7,6 +7,8 @@ and reached through dependencies, never through module globals.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ class Passwords:
             type=Type.ID,
         )
         self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
+        self._dummy_hash: str | None = None
 
     def hash_sync(self, password: str) -> str:
         return self._hasher.hash(password)
@@ -58,12 +61,33 @@ class Passwords:
         async with self._slots:
             return await asyncio.to_thread(self._verify_sync, password_hash, password)
 
+    async def verify_dummy(self, password: str) -> bool:
+        """Spend what a real verify costs and fail: the answer for an unknown email.
+
+        The dummy hash is made once per process with today's parameters, so the work is the
+        same as verifying a real user's (current) hash.
+        """
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(24))
+        await self.verify(self._dummy_hash, password)
+        return False
+
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether the hash was made with other parameters than today's settings."""
         try:
             return self._hasher.check_needs_rehash(password_hash)
         except InvalidHashError:
             return True
+
+
+def digest(secret: str) -> str:
+    """SHA-256 of a high-entropy secret (refresh jti, emailed token): what the database keeps."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    """256 random bits, URL-safe: a refresh token's jti or an emailed one-time token."""
+    return secrets.token_urlsafe(32)
 
 
 class InvalidTokenError(Exception):
@@ -163,12 +187,12 @@ class Tokens:
             raise InvalidTokenError("malformed claims") from None
 
 
-def get_passwords(request: Request) -> Passwords:
+async def get_passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
 
 
-def get_tokens(request: Request) -> Tokens:
+async def get_tokens(request: Request) -> Tokens:
     tokens: Tokens = request.app.state.tokens
     return tokens
 

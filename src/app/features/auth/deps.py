@@ -8,37 +8,55 @@ still of the current version").
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import SessionDep
+from app.core.database import SessionDep, session_factory_from
 from app.core.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
+from app.core.ratelimit import get_rate_limiter
 from app.core.redis import RedisDep
-from app.core.security import InvalidTokenError, TokensDep
+from app.core.security import InvalidTokenError, PasswordsDep, TokenClaims, Tokens, TokensDep
+from app.features.auth.service import AuthService
+from app.features.auth.sessions import REVOKED_SESSION_KEY, revoked_session_key
 from app.features.users.models import Role, User
 from app.features.users.service import UserService
+
+__all__ = [
+    "REVOKED_SESSION_KEY",
+    "AdminUser",
+    "AuthServiceDep",
+    "CurrentAuth",
+    "CurrentUser",
+    "OptionalUser",
+    "get_current_user",
+    "require_role",
+    "revoked_session_key",
+]
 
 # Swagger's Authorize button posts the OAuth2 password form here.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
-# A logged-out (or stolen-and-revoked) session's id is kept here until its last access token
-# could have expired; the refresh tokens of the session are revoked in PostgreSQL.
-REVOKED_SESSION_KEY = "auth:revoked-session:{session_id}"
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The caller and the claims of the access token it presented (its session, `sid`)."""
+
+    user: User
+    claims: TokenClaims
 
 
-def revoked_session_key(session_id: uuid.UUID) -> str:
-    return REVOKED_SESSION_KEY.format(session_id=session_id)
-
-
-async def get_current_user(
-    token: BearerToken, tokens: TokensDep, redis: RedisDep, session: SessionDep
-) -> User:
+async def _authenticate(
+    token: str | None, tokens: Tokens, redis: RedisDep, session: AsyncSession
+) -> Authenticated:
     if not token:
         raise UnauthorizedError("Missing bearer token")
     try:
@@ -54,7 +72,20 @@ async def get_current_user(
     user = await UserService(session).get(claims.subject)
     if user is None or not user.is_active or user.token_version != claims.version:
         raise UnauthorizedError("Invalid or expired token")
-    return user
+    return Authenticated(user, claims)
+
+
+async def get_current_user(
+    token: BearerToken, tokens: TokensDep, redis: RedisDep, session: SessionDep
+) -> User:
+    return (await _authenticate(token, tokens, redis, session)).user
+
+
+async def get_current_auth(
+    token: BearerToken, tokens: TokensDep, redis: RedisDep, session: SessionDep
+) -> Authenticated:
+    """Like `get_current_user`, with the token's claims (for routes that act on the session)."""
+    return await _authenticate(token, tokens, redis, session)
 
 
 async def get_optional_user(
@@ -70,6 +101,7 @@ async def get_optional_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 
 
@@ -85,3 +117,44 @@ def require_role(*roles: Role) -> Callable[[User], Awaitable[User]]:
 
 
 AdminUser = Annotated[User, Depends(require_role(Role.admin))]
+
+
+async def get_auth_service(
+    request: Request,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    tokens: TokensDep,
+    redis: RedisDep,
+) -> AuthService:
+    return AuthService(
+        session,
+        settings=request.app.state.settings,
+        passwords=passwords,
+        tokens=tokens,
+        redis=redis,
+        limiter=get_rate_limiter(request),
+        session_factory=session_factory_from(request),
+    )
+
+
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+def response_floor(seconds: float) -> Any:
+    """A route dependency that makes a successful answer take at least `seconds`.
+
+    Listed first among a route's dependencies, it is entered first and left last: after the
+    session's commit and its after-commit work (the job relay), so the whole difference between
+    two branches of a route is covered. Used where timing must not tell whether an account
+    exists (forgot-password: a known email writes a token and queues a mail, an unknown one
+    does not). Errors are not delayed.
+    """
+
+    async def floor() -> AsyncIterator[None]:
+        started = time.perf_counter()
+        yield
+        remaining = seconds - (time.perf_counter() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    return Depends(floor, scope="function")

@@ -1,0 +1,173 @@
+"""The scenarios of issue 6, their floors and their targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    """A pass/fail rule on a scenario's result at the target worker count."""
+
+    kind: str  # "ratio" (rps / floor rps), "p99_ms" (at most), "ratio_allowed" (login)
+    value: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    method: str
+    route: str  # the route template to look for in the app (skipped with "route missing")
+    script: str
+    path: str = ""  # BENCH_PATH for get.lua ({product}, {order}, {user}, {row})
+    auth: bool = False
+    floor: str | None = None  # name of the floor scenario it is compared to
+    read: bool = False  # reads must keep p99 <= 100 ms
+    needs: tuple[str, ...] = ()  # data it needs: "products", "orders", "tokens", "logins"
+    targets: tuple[Target, ...] = ()
+    timeout_s: float = 5.0
+    extra_routes: tuple[tuple[str, str], ...] = field(default=())
+
+
+READ_P99 = Target("p99_ms", 100, "p99 <= 100 ms")
+
+FLOORS = {
+    "floor_health": Scenario(
+        "floor_health", "floor: bare JSON", "GET", "/health", "get.lua", path="/health"
+    ),
+    "floor_jwt_pg": Scenario(
+        "floor_jwt_pg",
+        "floor: JWT decode + asyncpg PK select",
+        "GET",
+        "/jwt-pg/{}",
+        "get.lua",
+        path="/jwt-pg/{user}",
+        auth=True,
+    ),
+    "floor_redis": Scenario(
+        "floor_redis",
+        "floor: one Redis GET",
+        "GET",
+        "/redis/{}",
+        "get.lua",
+        path="/redis/{product}",
+        needs=("products",),
+    ),
+}
+
+SCENARIOS = [
+    Scenario(
+        "health",
+        "GET /health",
+        "GET",
+        "/health",
+        "get.lua",
+        path="/health",
+        floor="floor_health",
+        read=True,
+        targets=(READ_P99,),
+    ),
+    Scenario(
+        "product_get",
+        "GET /api/v1/products/{id} (cached)",
+        "GET",
+        "/api/v1/products/{}",
+        "get.lua",
+        path="/api/v1/products/{product}",
+        floor="floor_redis",
+        read=True,
+        needs=("products",),
+        targets=(Target("ratio", 0.70, ">= 70% of raw Redis"), READ_P99),
+    ),
+    Scenario(
+        "product_list",
+        "GET /api/v1/products (first page, cached)",
+        "GET",
+        "/api/v1/products",
+        "get.lua",
+        path="/api/v1/products",
+        floor="floor_redis",
+        read=True,
+        needs=("products",),
+        targets=(READ_P99,),
+    ),
+    Scenario(
+        "users_me",
+        "GET /api/v1/users/me",
+        "GET",
+        "/api/v1/users/me",
+        "get.lua",
+        path="/api/v1/users/me",
+        auth=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("tokens",),
+        targets=(Target("ratio", 0.60, ">= 60% of JWT + asyncpg"), READ_P99),
+    ),
+    Scenario(
+        "order_get",
+        "GET /api/v1/orders/{id} (with lines)",
+        "GET",
+        "/api/v1/orders/{}",
+        "get.lua",
+        path="/api/v1/orders/{order}",
+        auth=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("tokens", "orders"),
+        targets=(Target("ratio", 0.50, ">= 50% of JWT + asyncpg"), READ_P99),
+    ),
+    Scenario(
+        "order_list",
+        "GET /api/v1/orders (first page)",
+        "GET",
+        "/api/v1/orders",
+        "get.lua",
+        path="/api/v1/orders",
+        auth=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("tokens", "orders"),
+        targets=(READ_P99,),
+    ),
+    Scenario(
+        "order_create",
+        "POST /api/v1/orders (fresh Idempotency-Key)",
+        "POST",
+        "/api/v1/orders",
+        "post_order.lua",
+        auth=True,
+        floor="floor_jwt_pg",
+        needs=("tokens", "products"),
+        targets=(Target("ratio", 0.25, ">= 25% of JWT + asyncpg"),),
+        timeout_s=10.0,
+    ),
+    Scenario(
+        "login",
+        "POST /api/v1/auth/login",
+        "POST",
+        "/api/v1/auth/login",
+        "login.lua",
+        floor="argon2",
+        needs=("logins",),
+        targets=(Target("ratio_allowed", 0.80, ">= 80% of cores / argon2 verify"),),
+        timeout_s=60.0,
+    ),
+    Scenario(
+        "health_under_login",
+        "GET /health while logins saturate the CPU",
+        "GET",
+        "/health",
+        "get.lua",
+        path="/health",
+        read=True,
+        needs=("logins",),
+        targets=(Target("p99_ms", 20, "p99 <= 20 ms"),),
+        extra_routes=(("POST", "/api/v1/auth/login"),),
+    ),
+]
+
+# Connections of the /health probe that runs beside the 64 login connections.
+HEALTH_PROBE_CONNECTIONS = 8

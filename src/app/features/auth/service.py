@@ -1,0 +1,319 @@
+"""The account life cycle: registration, login, sessions and their refresh tokens, email flows.
+
+A login starts a *session* (`sid` in each of its tokens). Each refresh token is stored as the
+SHA-256 of its `jti`; refreshing consumes it atomically and issues the next one of the session.
+Presenting a consumed token again means two parties hold the session (the token was stolen or
+leaked): the whole session is revoked, in PostgreSQL and, for its access tokens, in Redis until
+the last of them expires. Password changes, resets, deactivation and role changes bump the user's
+`token_version` instead, which every token carries: all of the user's tokens fail at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.core.database import session_scope, utcnow, uuid7
+from app.core.email import queue_email
+from app.core.errors import ServiceUnavailableError
+from app.core.logging import get_logger
+from app.core.ratelimit import RateLimiter, email_identity, rate_limited
+from app.core.security import InvalidTokenError, Passwords, TokenClaims, Tokens, digest, new_secret
+from app.features.auth.errors import (
+    AccountDisabledError,
+    InvalidCredentialsError,
+    InvalidRefreshTokenError,
+    WrongPasswordError,
+)
+from app.features.auth.errors import InvalidTokenError as InvalidEmailTokenError
+from app.features.auth.models import EmailTokenPurpose
+from app.features.auth.repository import EmailTokenRepository, RefreshTokenRepository
+from app.features.auth.schemas import IssuedTokens
+from app.features.auth.sessions import SessionService, revoked_session_key
+from app.features.users.models import User
+from app.features.users.service import UserService
+
+log = get_logger(__name__)
+
+FAILED_LOGIN_SCOPE = "failed-login"
+
+
+class AuthService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        settings: Settings,
+        passwords: Passwords,
+        tokens: Tokens,
+        redis: Redis,
+        limiter: RateLimiter,
+        session_factory: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.passwords = passwords
+        self.tokens = tokens
+        self.redis = redis
+        self.limiter = limiter
+        self.session_factory = session_factory
+        self.users = UserService(session)
+        self.sessions = SessionService(session)
+        self.refresh_tokens = RefreshTokenRepository(session)
+        self.email_tokens = EmailTokenRepository(session)
+
+    # Registration and verification
+
+    async def register(self, *, email: str, password: str, full_name: str) -> User:
+        password_hash = await self.passwords.hash(password)
+        user = await self.users.create(
+            email=email, password_hash=password_hash, full_name=full_name
+        )
+        await self._send_verification(user)
+        log.info("auth.registered", user_id=str(user.id))
+        return user
+
+    async def resend_verification(self, user: User) -> None:
+        if user.is_verified:
+            log.info("auth.verification_not_resent", user_id=str(user.id), reason="verified")
+            return
+        await self._send_verification(user)
+
+    async def verify_email(self, token: str) -> None:
+        token_hash = digest(token)
+        user_id = await self.email_tokens.consume(EmailTokenPurpose.verify_email, token_hash)
+        if user_id is not None:
+            user = await self.users.require(user_id)
+            await self.users.mark_verified(user)
+            return
+        # The same link opened twice (mail scanners do that) is not an error once it worked.
+        known = await self.email_tokens.find(EmailTokenPurpose.verify_email, token_hash)
+        if known is not None and known.used_at is not None:
+            owner = await self.users.get(known.user_id)
+            if owner is not None and owner.is_verified:
+                return
+        raise InvalidEmailTokenError
+
+    async def _send_verification(self, user: User) -> None:
+        token = await self._issue_email_token(
+            user, EmailTokenPurpose.verify_email, self.settings.verify_email_token_ttl_seconds
+        )
+        await queue_email(
+            self.session,
+            to=user.email,
+            template="verify_email",
+            context={"full_name": user.full_name, "link": self._link("verify-email", token)},
+        )
+        log.info("auth.verification_queued", user_id=str(user.id))
+
+    # Passwords
+
+    async def forgot_password(self, email: str) -> None:
+        """Queue a reset link for a known, active account; the caller cannot tell which it was.
+
+        Both branches look the user up and make a token; only a real account stores it and
+        queues the mail (two small INSERTs in the same transaction).
+        """
+        user = await self.users.get_by_email(email)
+        token = new_secret()
+        token_hash = digest(token)
+        if user is None or not user.is_active:
+            log.info("auth.reset_not_sent")
+            return
+        await self.email_tokens.add(
+            user_id=user.id,
+            purpose=EmailTokenPurpose.reset_password,
+            token_hash=token_hash,
+            expires_at=utcnow() + timedelta(seconds=self.settings.reset_password_token_ttl_seconds),
+        )
+        await queue_email(
+            self.session,
+            to=user.email,
+            template="reset_password",
+            context={"full_name": user.full_name, "link": self._link("reset-password", token)},
+        )
+        log.info("auth.reset_queued", user_id=str(user.id))
+
+    async def reset_password(self, *, token: str, new_password: str) -> None:
+        user_id = await self.email_tokens.consume(EmailTokenPurpose.reset_password, digest(token))
+        if user_id is None:
+            raise InvalidEmailTokenError
+        user = await self.users.get(user_id)
+        if user is None or not user.is_active:
+            raise InvalidEmailTokenError
+        await self.users.set_password(user, await self.passwords.hash(new_password))
+        await self.email_tokens.expire_for_user(user.id, EmailTokenPurpose.reset_password)
+        await self._send_password_notice(user)
+        log.info("auth.password_reset", user_id=str(user.id))
+
+    async def change_password(
+        self, user: User, *, current_password: str, new_password: str
+    ) -> IssuedTokens:
+        """A new password; every earlier token fails and the caller gets a new session."""
+        if not await self.passwords.verify(user.password_hash, current_password):
+            raise WrongPasswordError
+        await self.users.set_password(user, await self.passwords.hash(new_password))
+        issued = await self._start_session(user)
+        await self._send_password_notice(user)
+        log.info("auth.password_changed", user_id=str(user.id), session_id=str(issued.session_id))
+        return issued
+
+    async def _send_password_notice(self, user: User) -> None:
+        await queue_email(
+            self.session,
+            to=user.email,
+            template="password_changed",
+            context={"full_name": user.full_name},
+        )
+
+    # Login and sessions
+
+    async def login(self, *, email: str, password: str) -> IssuedTokens:
+        """Tokens of a new session, or one answer for an unknown email and a wrong password."""
+        identity = email_identity(email)
+        failures = self.limiter.item("rate_limit_failed_logins")
+        if self.limiter.enabled:
+            window = await self.limiter.check(failures, FAILED_LOGIN_SCOPE, identity)
+            if window.remaining == 0:
+                log.info("auth.login_locked")
+                raise rate_limited(window)
+        user = await self.users.get_by_email(email)
+        if user is None:
+            valid = await self.passwords.verify_dummy(password)
+        else:
+            valid = await self.passwords.verify(user.password_hash, password)
+        if user is None or not valid:
+            if self.limiter.enabled:
+                await self.limiter.hit(failures, FAILED_LOGIN_SCOPE, identity)
+            log.info("auth.login_failed")
+            raise InvalidCredentialsError
+        if not user.is_active:
+            log.info("auth.login_refused", user_id=str(user.id), reason="inactive")
+            raise AccountDisabledError
+        if self.passwords.needs_rehash(user.password_hash):
+            await self.users.rehash_password(user, await self.passwords.hash(password))
+            log.info("auth.password_rehashed", user_id=str(user.id))
+        if self.limiter.enabled:
+            await self.limiter.clear(failures, FAILED_LOGIN_SCOPE, identity)
+        issued = await self._start_session(user)
+        log.info("auth.logged_in", user_id=str(user.id), session_id=str(issued.session_id))
+        return issued
+
+    async def refresh(self, refresh_token: str) -> IssuedTokens:
+        try:
+            claims = self.tokens.decode(refresh_token, "refresh")
+        except InvalidTokenError:
+            raise InvalidRefreshTokenError from None
+        jti_hash = digest(claims.jti)
+        consumed = await self.refresh_tokens.consume(jti_hash)
+        if consumed is None:
+            await self._refuse_refresh(claims, jti_hash)
+            raise InvalidRefreshTokenError
+        user_id, session_id = consumed
+        user = await self.users.get(user_id)
+        if (
+            user is None
+            or user_id != claims.subject
+            or session_id != claims.session_id
+            or not user.is_active
+            or user.token_version != claims.version
+        ):
+            raise InvalidRefreshTokenError
+        issued = await self._issue(user, session_id)
+        log.info("auth.refreshed", user_id=str(user.id), session_id=str(session_id))
+        return issued
+
+    async def _refuse_refresh(self, claims: TokenClaims, jti_hash: str) -> None:
+        """A signed refresh token that is not live: if it was rotated already, end its session."""
+        known = await self.refresh_tokens.find(jti_hash)
+        if known is None or known.used_at is None or known.revoked_at is not None:
+            return
+        session_id, user_id = known.session_id, known.user_id  # the rollback expires `known`
+        # The revocation must outlive this request, which fails (401) and rolls back, so it is
+        # committed on its own. This request's transaction is rolled back first: the UPDATE that
+        # found the token used can still hold its row lock (PostgreSQL keeps the lock taken to
+        # re-check a concurrently updated row), and the revocation below would wait on it.
+        await self.session.rollback()
+        async with session_scope(self.session_factory) as own:
+            revoked = await SessionService(own).revoke(session_id)
+        log.warning(
+            "auth.refresh_reused",
+            user_id=str(user_id),
+            session_id=str(session_id),
+            tokens_revoked=revoked,
+        )
+        try:
+            await self._deny_access_tokens(session_id)
+        except ServiceUnavailableError:
+            log.error("auth.session_denylist_failed", session_id=str(session_id))
+
+    async def logout(self, user: User, *, access: TokenClaims, refresh_token: str) -> None:
+        """End the caller's session, and the refresh token's if it is another of theirs."""
+        ended = {access.session_id}
+        try:
+            claims = self.tokens.decode(refresh_token, "refresh")
+        except InvalidTokenError:
+            claims = None
+        if claims is not None and claims.subject == user.id:
+            ended.add(claims.session_id)
+        for session_id in sorted(ended):
+            await self.sessions.revoke(session_id)
+            await self._deny_access_tokens(session_id)
+            log.info("auth.logged_out", user_id=str(user.id), session_id=str(session_id))
+
+    async def _deny_access_tokens(self, session_id: uuid.UUID) -> None:
+        """Refuse the session's access tokens until the last one could have expired."""
+        try:
+            await self.redis.set(revoked_session_key(session_id), "1", ex=self.tokens.access_ttl)
+        except (RedisError, OSError):
+            raise ServiceUnavailableError("Cannot end the session right now") from None
+
+    async def _start_session(self, user: User) -> IssuedTokens:
+        return await self._issue(user, uuid7())
+
+    async def _issue(self, user: User, session_id: uuid.UUID) -> IssuedTokens:
+        access, _ = self.tokens.encode(
+            type="access",
+            subject=user.id,
+            session_id=session_id,
+            version=user.token_version,
+            role=user.role.value,
+        )
+        jti = new_secret()
+        refresh, refresh_claims = self.tokens.encode(
+            type="refresh",
+            subject=user.id,
+            session_id=session_id,
+            version=user.token_version,
+            jti=jti,
+        )
+        await self.refresh_tokens.add(
+            user_id=user.id,
+            session_id=session_id,
+            jti_hash=digest(jti),
+            expires_at=datetime.fromtimestamp(refresh_claims.expires_at, UTC),
+        )
+        return IssuedTokens(access, refresh, self.tokens.access_ttl, session_id)
+
+    # Helpers
+
+    async def _issue_email_token(
+        self, user: User, purpose: EmailTokenPurpose, ttl_seconds: int
+    ) -> str:
+        token = new_secret()
+        await self.email_tokens.add(
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=digest(token),
+            expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+        )
+        return token
+
+    def _link(self, page: str, token: str) -> str:
+        return f"{self.settings.frontend_url.rstrip('/')}/{page}?{urlencode({'token': token})}"

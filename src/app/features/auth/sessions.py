@@ -1,0 +1,36 @@
+"""Ending sessions in PostgreSQL: the part of auth that the users feature needs too.
+
+Kept apart from `AuthService` so that `UserService` (which auth's service builds on) can revoke a
+user's refresh tokens on deactivation or a role change without an import cycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.features.auth.repository import RefreshTokenRepository
+
+# A logged-out (or stolen-and-revoked) session's id is kept here until its last access token
+# could have expired; the refresh tokens of the session are revoked in PostgreSQL.
+REVOKED_SESSION_KEY = "auth:revoked-session:{session_id}"
+
+
+def revoked_session_key(session_id: uuid.UUID) -> str:
+    return REVOKED_SESSION_KEY.format(session_id=session_id)
+
+
+class SessionService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.refresh_tokens = RefreshTokenRepository(session)
+
+    async def revoke_all(self, user_id: uuid.UUID) -> int:
+        """Revoke every refresh token of every session of the user.
+
+        Access tokens are killed by the bump of `token_version` that goes with this call.
+        """
+        return await self.refresh_tokens.revoke_user(user_id)
+
+    async def revoke(self, session_id: uuid.UUID) -> int:
+        return await self.refresh_tokens.revoke_session(session_id)

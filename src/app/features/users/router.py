@@ -1,0 +1,129 @@
+"""The users routes: the caller's own account, and the admins' view of every account."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Query, Response, status
+
+from app.core.errors import (
+    ForbiddenError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+    error_responses,
+)
+from app.core.routing import make_router
+from app.features.auth.deps import AdminUser, AuthServiceDep, CurrentUser
+from app.features.auth.errors import WrongPasswordError
+from app.features.auth.schemas import PasswordChangeIn, TokenPair, token_pair
+from app.features.users.deps import UserServiceDep
+from app.features.users.errors import LastAdminError, UserNotFoundError
+from app.features.users.models import Role, User
+from app.features.users.schemas import ProfileUpdate, UserOut, UserPage, UserUpdate
+from app.shared.pagination import PageParamsDep
+
+router = make_router(prefix="/users", tags=["users"])
+
+AUTH = (UnauthorizedError, ServiceUnavailableError)
+ADMIN = (UnauthorizedError, ForbiddenError, ServiceUnavailableError)
+
+
+@router.get("/me", response_model=UserOut, responses=error_responses(*AUTH))
+async def read_me(user: CurrentUser) -> User:
+    """The caller's account."""
+    return user
+
+
+@router.patch("/me", response_model=UserOut, responses=error_responses(*AUTH))
+async def update_me(body: ProfileUpdate, user: CurrentUser, users: UserServiceDep) -> User:
+    """Change the caller's name. `role`, `is_active`, `email`... are unknown fields here (422)."""
+    return await users.update_profile(user, full_name=body.full_name)
+
+
+@router.post(
+    "/me/password",
+    response_model=TokenPair,
+    responses=error_responses(WrongPasswordError, *AUTH),
+)
+async def change_password(
+    body: PasswordChangeIn, user: CurrentUser, auth: AuthServiceDep, response: Response
+) -> TokenPair:
+    """Change the password. Every earlier token of the account stops working, in every
+    session; this client carries on with the new pair returned here."""
+    issued = await auth.change_password(
+        user, current_password=body.current_password, new_password=body.new_password
+    )
+    return token_pair(issued, response)
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(LastAdminError, *AUTH),
+)
+async def deactivate_me(user: CurrentUser, users: UserServiceDep) -> None:
+    """Deactivate the caller's account and revoke all its tokens; orders are kept.
+
+    The last active admin gets 409 LAST_ADMIN.
+    """
+    await users.deactivate(user)
+
+
+@router.get("", response_model=UserPage, responses=error_responses(*ADMIN))
+async def list_users(
+    admin: AdminUser,
+    users: UserServiceDep,
+    page: PageParamsDep,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Case-insensitive part of the email or the name."),
+    ] = None,
+) -> UserPage:
+    """Every account, newest first (admins only)."""
+    items, total = await users.search(
+        role=role,
+        is_active=is_active,
+        q=q.strip() if q else None,
+        offset=page.offset,
+        limit=page.limit,
+    )
+    return UserPage(
+        items=[UserOut.model_validate(item) for item in items],
+        total=total,
+        page=page.page,
+        page_size=page.page_size,
+        has_next=page.offset + len(items) < total,
+    )
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(UserNotFoundError, *ADMIN),
+)
+async def read_user(user_id: uuid.UUID, admin: AdminUser, users: UserServiceDep) -> User:
+    """One account (admins only)."""
+    return await users.require(user_id)
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(UserNotFoundError, LastAdminError, *ADMIN),
+)
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, admin: AdminUser, users: UserServiceDep
+) -> User:
+    """Change an account's name, role or activity (admins only).
+
+    A role change or a deactivation makes every earlier token of that account fail at once.
+    Demoting or deactivating the last active admin is 409 LAST_ADMIN.
+    """
+    user = await users.require(user_id)
+    return await users.update(
+        user, full_name=body.full_name, role=body.role, is_active=body.is_active
+    )

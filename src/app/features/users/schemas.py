@@ -1,0 +1,61 @@
+"""Wire shapes of accounts. `UserOut` never carries the password hash or the token version."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints, field_validator
+
+from app.features.users.models import Role
+from app.shared.pagination import Page
+
+FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class RequestModel(BaseModel):
+    """Request bodies: unknown fields are rejected, strings stripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: EmailStr
+    full_name: str
+    role: Role
+    is_active: bool
+    is_verified: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserPage(Page[UserOut]):
+    """A page of users (its own OpenAPI component, `UserPage`)."""
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value
+
+
+class ProfileUpdate(RequestModel):
+    """What a user may change about themselves; `role`, `email`, `is_active`... are unknown."""
+
+    full_name: FullName | None = None
+
+    _no_null = field_validator("full_name", mode="before")(_not_null)
+
+
+class UserUpdate(RequestModel):
+    """An admin's change to an account; absent fields stay as they are."""
+
+    full_name: FullName | None = None
+    role: Role | None = None
+    is_active: bool | None = None
+
+    _no_null = field_validator("full_name", "role", "is_active", mode="before")(_not_null)
