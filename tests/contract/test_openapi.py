@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.core.failures import FailureGroup
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from app.features.users.models import Role, User
 from app.main import create_app
@@ -36,28 +35,7 @@ CheckFunction = Callable[..., object]
 # one check on one operation in the main test, and `test_known_defect_is_still_there` keeps that
 # check running on it as a strict xfail: the day the defect is fixed, that test fails and says
 # to delete its entry here.
-KNOWN_DEFECTS: dict[str, tuple[CheckFunction, str]] = {
-    "POST /api/v1/products": (
-        negative_data_rejection,
-        "catalog: ProductCreate accepts a JSON boolean as `stock` (pydantic lax int); "
-        "the document says integer",
-    ),
-    "PATCH /api/v1/products/{product_id}": (
-        positive_data_acceptance,
-        "catalog: ProductUpdate documents its fields as nullable (anyOf ..., null) "
-        "but answers null with 422 `may not be null`",
-    ),
-    "PATCH /api/v1/users/me": (
-        positive_data_acceptance,
-        "users: ProfileUpdate documents full_name as nullable but answers null with 422 "
-        "`may be left out, but not null`",
-    ),
-    "PATCH /api/v1/users/{user_id}": (
-        positive_data_acceptance,
-        "users: UserUpdate documents full_name, role and is_active as nullable but answers "
-        "null with 422 `may be left out, but not null`",
-    ),
-}
+KNOWN_DEFECTS: dict[str, tuple[CheckFunction, str]] = {}
 
 HYPOTHESIS = settings(
     max_examples=MAX_EXAMPLES,

@@ -6,17 +6,31 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.shared.pagination import Page
+from app.shared.patch import omittable
 
 INT32_MAX = 2**31 - 1
 
 Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$", examples=["MUG-001"])]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=2000)]
-PriceCents = Annotated[int, Field(ge=0, le=INT32_MAX, description="Price in minor units.")]
-Stock = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax int takes a JSON `true` as 1; the document says integer.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+PriceCents = Annotated[
+    int,
+    Field(ge=0, le=INT32_MAX, description="Price in minor units."),
+    BeforeValidator(_not_a_bool),
+]
+Stock = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_not_a_bool)]
 
 
 class _Request(BaseModel):
@@ -34,11 +48,11 @@ class ProductCreate(_Request):
 class ProductUpdate(_Request):
     """A patch: only the fields sent change; `description: null` clears it."""
 
-    name: Name | None = None
+    name: Name | None = omittable()
     description: Description | None = None
-    price_cents: PriceCents | None = None
-    stock: Stock | None = None
-    is_active: bool | None = None
+    price_cents: PriceCents | None = omittable()
+    stock: Stock | None = omittable()
+    is_active: bool | None = omittable()
 
     @field_validator("name", "price_cents", "stock", "is_active")
     @classmethod

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints, field_v
 
 from app.features.users.models import Role
 from app.shared.pagination import Page
+from app.shared.patch import omittable
 
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -46,7 +47,7 @@ def _not_null(value: Any) -> Any:
 class ProfileUpdate(RequestModel):
     """What a user may change about themselves; `role`, `email`, `is_active`... are unknown."""
 
-    full_name: FullName | None = None
+    full_name: FullName | None = omittable()
 
     _no_null = field_validator("full_name", mode="before")(_not_null)
 
@@ -54,8 +55,8 @@ class ProfileUpdate(RequestModel):
 class UserUpdate(RequestModel):
     """An admin's change to an account; absent fields stay as they are."""
 
-    full_name: FullName | None = None
-    role: Role | None = None
-    is_active: bool | None = None
+    full_name: FullName | None = omittable()
+    role: Role | None = omittable()
+    is_active: bool | None = omittable()
 
     _no_null = field_validator("full_name", "role", "is_active", mode="before")(_not_null)
