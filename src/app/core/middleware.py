@@ -1,4 +1,4 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and context variables).
+"""Pure ASGI middleware (not Starlette's base HTTP middleware: it breaks streaming and contextvars).
 
 Order, outermost first, as `install_middleware` adds them:
 RequestContext (request id, access log, metrics) -> SecurityHeaders -> CORS -> GZip ->
