@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
-from httpx import Response
+from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.features.products.models import Product
@@ -86,5 +87,28 @@ def product_url(product_id: uuid.UUID | str) -> str:
     return f"/api/v1/products/{product_id}"
 
 
+ORDERS = "/api/v1/orders"
+
+
 def order_url(order_id: uuid.UUID | str) -> str:
-    return f"/api/v1/orders/{order_id}"
+    return f"{ORDERS}/{order_id}"
+
+
+async def stock_of(db_conn: asyncpg.Connection, product_id: uuid.UUID) -> int:
+    """The product's stock as the database holds it (outside the app and its cache)."""
+    value: int = await db_conn.fetchval("SELECT stock FROM products WHERE id = $1", product_id)
+    return value
+
+
+async def place_order(
+    client: AsyncClient, headers: dict[str, str], product_id: uuid.UUID, quantity: int = 1
+) -> dict[str, Any]:
+    """Place a one-line order through the API; it must succeed."""
+    response = await client.post(
+        ORDERS,
+        json={"items": [{"product_id": str(product_id), "quantity": quantity}]},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -19,11 +19,10 @@ import uvicorn
 
 from app.main import create_app
 from tests.conftest import SettingsFactory
-from tests.integration.catalog import Login, ProductFactory
+from tests.integration.catalog import ORDERS, Login, ProductFactory
 
 pytestmark = pytest.mark.slow
 
-ORDERS = "/api/v1/orders"
 ROUNDS = 3
 
 

@@ -10,20 +10,15 @@ import pytest
 from httpx import AsyncClient
 
 from tests.integration.catalog import (
+    ORDERS,
     Login,
     ProductFactory,
     assert_problem,
     locs,
     order_url,
     product_url,
+    stock_of,
 )
-
-ORDERS = "/api/v1/orders"
-
-
-async def stock_of(db_conn: asyncpg.Connection, product_id: uuid.UUID) -> int:
-    value: int = await db_conn.fetchval("SELECT stock FROM products WHERE id = $1", product_id)
-    return value
 
 
 async def order_count(db_conn: asyncpg.Connection) -> int:

@@ -8,9 +8,8 @@ from httpx import AsyncClient
 
 from app.dev import SmtpSink
 from app.features.users.models import Role
-from tests.integration.catalog import Login, ProductFactory, order_url
+from tests.integration.catalog import ORDERS, Login, ProductFactory, order_url
 
-ORDERS = "/api/v1/orders"
 DrainJobs = Callable[[], Awaitable[None]]
 
 

@@ -10,9 +10,7 @@ import asyncpg
 import pytest
 from httpx import AsyncClient
 
-from tests.integration.catalog import Login, ProductFactory, assert_problem, locs
-
-ORDERS = "/api/v1/orders"
+from tests.integration.catalog import ORDERS, Login, ProductFactory, assert_problem, locs, stock_of
 
 
 def order_body(product_id: uuid.UUID, quantity: int = 1, **extra: Any) -> dict[str, Any]:
@@ -21,11 +19,6 @@ def order_body(product_id: uuid.UUID, quantity: int = 1, **extra: Any) -> dict[s
 
 async def orders_of(db_conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
     value: int = await db_conn.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", user_id)
-    return value
-
-
-async def stock_of(db_conn: asyncpg.Connection, product_id: uuid.UUID) -> int:
-    value: int = await db_conn.fetchval("SELECT stock FROM products WHERE id = $1", product_id)
     return value
 
 

@@ -14,22 +14,15 @@ from httpx import AsyncClient
 from sqlalchemy import event
 
 from app.features.users.models import Role, User
-from tests.integration.catalog import Login, ProductFactory, assert_problem, locs, order_url
-
-ORDERS = "/api/v1/orders"
-
-
-async def place(
-    client: AsyncClient, headers: dict[str, str], product_id: uuid.UUID, quantity: int = 1
-) -> dict[str, Any]:
-    response = await client.post(
-        ORDERS,
-        json={"items": [{"product_id": str(product_id), "quantity": quantity}]},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from tests.integration.catalog import (
+    ORDERS,
+    Login,
+    ProductFactory,
+    assert_problem,
+    locs,
+    order_url,
+    place_order,
+)
 
 
 @contextmanager
@@ -54,7 +47,7 @@ class TestGetOrder:
     ) -> None:
         _, headers = await login()
         product = await make_product()
-        created = await place(client, headers, product.id, 2)
+        created = await place_order(client, headers, product.id, 2)
         response = await client.get(order_url(created["id"]), headers=headers)
         assert response.status_code == 200
         assert response.json() == created
@@ -64,7 +57,7 @@ class TestGetOrder:
     ) -> None:
         _, owner = await login()
         _, other = await login()
-        created = await place(client, owner, (await make_product()).id)
+        created = await place_order(client, owner, (await make_product()).id)
         theirs = assert_problem(
             await client.get(order_url(created["id"]), headers=other), 404, "NOT_FOUND"
         )
@@ -80,7 +73,7 @@ class TestGetOrder:
     ) -> None:
         _, owner = await login()
         _, admin = await login(role=Role.admin)
-        created = await place(client, owner, (await make_product()).id)
+        created = await place_order(client, owner, (await make_product()).id)
         response = await client.get(order_url(created["id"]), headers=admin)
         assert response.status_code == 200
         assert response.json()["id"] == created["id"]
@@ -126,8 +119,8 @@ class TestListOrders:
         _, me = await login()
         _, other = await login()
         product = await make_product(stock=100)
-        mine = [await place(client, me, product.id) for _ in range(3)]
-        await place(client, other, product.id)
+        mine = [await place_order(client, me, product.id) for _ in range(3)]
+        await place_order(client, other, product.id)
         response = await client.get(ORDERS, headers=me)
         assert response.status_code == 200
         body = response.json()
@@ -149,7 +142,7 @@ class TestListOrders:
     ) -> None:
         user, headers = await login()
         product = await make_product(stock=100)
-        ids = [(await place(client, headers, product.id))["id"] for _ in range(5)]
+        ids = [(await place_order(client, headers, product.id))["id"] for _ in range(5)]
         await db_conn.execute(
             "UPDATE orders SET created_at = '2026-01-01T00:00:00Z' WHERE user_id = $1", user.id
         )
@@ -179,8 +172,8 @@ class TestListOrders:
     ) -> None:
         _, headers = await login()
         product = await make_product(stock=100)
-        paid = await place(client, headers, product.id)
-        await place(client, headers, product.id)
+        paid = await place_order(client, headers, product.id)
+        await place_order(client, headers, product.id)
         await db_conn.execute(
             "UPDATE orders SET status = 'paid' WHERE id = $1", uuid.UUID(paid["id"])
         )
@@ -201,8 +194,8 @@ class TestListOrders:
         _, bob_headers = await login()
         _, admin = await login(role=Role.admin)
         product = await make_product(stock=100)
-        alices = await place(client, alice_headers, product.id)
-        bobs = await place(client, bob_headers, product.id)
+        alices = await place_order(client, alice_headers, product.id)
+        bobs = await place_order(client, bob_headers, product.id)
         everyone = (await client.get(ORDERS, headers=admin)).json()
         assert [o["id"] for o in everyone["items"]] == [bobs["id"], alices["id"]]
         only_alice = (

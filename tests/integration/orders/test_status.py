@@ -14,9 +14,15 @@ from httpx import AsyncClient
 from app.features.orders.models import OrderStatus
 from app.features.orders.service import TRANSITIONS
 from app.features.users.models import Role
-from tests.integration.catalog import Login, ProductFactory, assert_problem, locs, order_url
-
-ORDERS = "/api/v1/orders"
+from tests.integration.catalog import (
+    Login,
+    ProductFactory,
+    assert_problem,
+    locs,
+    order_url,
+    place_order,
+    stock_of,
+)
 
 ALLOWED = [
     ("pending", "paid"),
@@ -40,25 +46,15 @@ def status_url(order_id: str) -> str:
 async def place(
     client: AsyncClient, headers: dict[str, str], product_id: uuid.UUID, quantity: int = 2
 ) -> str:
-    response = await client.post(
-        ORDERS,
-        json={"items": [{"product_id": str(product_id), "quantity": quantity}]},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.text
-    order_id: str = response.json()["id"]
-    return order_id
+    """A pending order (two units unless told); its id."""
+    order: dict[str, Any] = await place_order(client, headers, product_id, quantity)
+    return str(order["id"])
 
 
 async def force_status(db_conn: asyncpg.Connection, order_id: str, status: str) -> None:
     await db_conn.execute(
         "UPDATE orders SET status = $2 WHERE id = $1", uuid.UUID(order_id), status
     )
-
-
-async def stock_of(db_conn: asyncpg.Connection, product_id: uuid.UUID) -> int:
-    value: int = await db_conn.fetchval("SELECT stock FROM products WHERE id = $1", product_id)
-    return value
 
 
 async def status_of(db_conn: asyncpg.Connection, order_id: str) -> str:
