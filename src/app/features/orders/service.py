@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import utcnow
+from app.core.database import utcnow, uuid7
 from app.core.email import queue_email
 from app.core.errors import AppError
 from app.core.logging import get_logger
@@ -26,7 +26,6 @@ from app.features.orders.errors import (
     OrderNotFoundError,
 )
 from app.features.orders.models import (
-    IdempotencyRecord,
     Order,
     OrderLine,
     OrderStatus,
@@ -151,12 +150,11 @@ class OrderService:
 
     async def _create(self, user: User, data: OrderCreate) -> OrderOut:
         stock_lines = [StockLine(item.product_id, item.quantity) for item in data.items]
-        products = await self.products.price_lines(stock_lines)
-        order = Order(user_id=user.id, total_cents=0, currency=self.currency, note=data.note)
-        lines = [
-            OrderLine(
-                order_id=order.id,
-                position=position,
+        # Every refusal (422 unavailable, 409 insufficient stock) is raised here, before this
+        # order writes anything: what follows cannot refuse, only fail (a 5xx, rolled back).
+        products = await self.products.take_stock(stock_lines)
+        items = [
+            OrderLineOut(
                 product_id=product.id,
                 sku=product.sku,
                 name=product.name,
@@ -164,27 +162,32 @@ class OrderService:
                 quantity=item.quantity,
                 line_total_cents=product.price_cents * item.quantity,
             )
-            for position, (item, product) in enumerate(zip(data.items, products, strict=True))
+            for item, product in zip(data.items, products, strict=True)
         ]
-        order.total_cents = sum(line.line_total_cents for line in lines)
-        created = OrderStatusChange(
-            order_id=order.id, from_status=None, to_status=order.status, changed_by=user.id
+        now = utcnow()
+        order = OrderOut(
+            id=uuid7(),
+            user_id=user.id,
+            status=OrderStatus.pending,
+            items=items,
+            total_cents=sum(line.line_total_cents for line in items),
+            currency=self.currency,
+            note=data.note,
+            created_at=now,
+            updated_at=now,
         )
-        await self.repository.add(order, lines, created)
-        # Last, so that the rows' locks are held only for the rest of the transaction.
-        await self.products.take_stock(stock_lines)
-        out = to_out(order, lines)
+        await self.repository.add(order, changed_by=user.id)
         await queue_email(
-            self.session, to=user.email, template="order_confirmed", context=email_context(out)
+            self.session, to=user.email, template="order_confirmed", context=email_context(order)
         )
         log.info(
             "order.created",
             order_id=str(order.id),
             user_id=str(user.id),
-            lines=len(lines),
+            lines=len(items),
             total_cents=order.total_cents,
         )
-        return out
+        return order
 
     async def create_once(
         self,
@@ -222,9 +225,9 @@ class OrderService:
 
         order_id: uuid.UUID | None = None
         try:
-            # A savepoint: a refused order leaves nothing behind but its stored outcome.
-            async with self.session.begin_nested():
-                order = await self._create(user, data)
+            # No savepoint: `_create` refuses only before it writes anything, so a refused
+            # order leaves nothing behind but its stored outcome.
+            order = await self._create(user, data)
             order_id = order.id
             outcome = created(order)
         except AppError as exc:
@@ -232,18 +235,16 @@ class OrderService:
                 raise
             outcome = failed(exc)
         await self.repository.add_key(
-            IdempotencyRecord(
-                user_id=user.id,
-                key=key,
-                request_hash=fingerprint,
-                response_status=outcome.status_code,
-                response_body=outcome.body.decode(),
-                response_content_type=outcome.content_type,
-                location=outcome.location,
-                order_id=order_id,
-                created_at=now,
-                expires_at=now + IDEMPOTENCY_TTL,
-            )
+            user.id,
+            key,
+            request_hash=fingerprint,
+            response_status=outcome.status_code,
+            response_body=outcome.body.decode(),
+            response_content_type=outcome.content_type,
+            location=outcome.location,
+            order_id=order_id,
+            created_at=now,
+            expires_at=now + IDEMPOTENCY_TTL,
         )
         return outcome, False
 

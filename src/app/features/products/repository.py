@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.features.products.errors import SkuTakenError
 from app.features.products.models import Product
+
+
+class StockRow(NamedTuple):
+    """What an order needs of a product: its snapshot for the line, and its stock."""
+
+    id: uuid.UUID
+    sku: str
+    name: str
+    price_cents: int
+    stock: int
+    is_active: bool
+
+
+# Built once: the hot path of every order then skips building and hashing the statement.
+# `FOR NO KEY UPDATE` is the lock the stock UPDATE takes anyway (foreign keys from new order
+# lines still only need `KEY SHARE`). Rows are locked in id order, the order every stock change
+# takes them in, so two orders of the same products cannot deadlock.
+_LOCK_FOR_ORDER = text(
+    "SELECT id, sku, name, price_cents, stock, is_active FROM products "
+    "WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
+)
+_TAKE_LOCKED_STOCK = text(
+    "UPDATE products SET stock = products.stock - taken.quantity, updated_at = now() "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:quantities AS integer[])) AS taken(id, quantity) "
+    "WHERE products.id = taken.id"
+)
 
 
 def _constraint_of(exc: IntegrityError) -> str | None:
@@ -80,34 +106,22 @@ class ProductRepository:
         count = select(func.count()).select_from(Product).where(*conditions)
         return [], int((await self.session.execute(count)).scalar_one())
 
-    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
-        """The products by id, read without locks (prices and names for an order's lines)."""
-        statement = (
-            select(Product)
-            .where(col(Product.id).in_(product_ids))
-            .execution_options(populate_existing=True)
-        )
-        rows = (await self.session.execute(statement)).scalars().all()
-        return {product.id: product for product in rows}
+    async def lock_for_order(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StockRow]:
+        """The products by id, each row locked until the transaction ends, for an order to take
+        their stock: what they cost, whether they are on sale and how many are left."""
+        result = await self.session.execute(_LOCK_FOR_ORDER, {"ids": list(product_ids)})
+        return {row.id: StockRow(*row) for row in result}
 
-    async def take_stock(self, product_id: uuid.UUID, quantity: int) -> bool:
-        """Take `quantity` if an active product has that much: one conditional UPDATE.
+    async def take_locked_stock(self, quantities: Mapping[uuid.UUID, int]) -> int:
+        """Take each product's quantity in one UPDATE; returns how many rows it changed.
 
-        Under READ COMMITTED a concurrent taker waits for the row lock and then re-checks
-        `stock >= quantity` against the committed row, so stock can never go below zero.
+        Only for rows this transaction has locked (`lock_for_order`) and checked: the stock
+        cannot have moved since, and the CHECK (stock >= 0) still stands behind it.
         """
-        statement = (
-            update(Product)
-            .where(
-                col(Product.id) == product_id,
-                col(Product.is_active).is_(True),
-                col(Product.stock) >= quantity,
-            )
-            .values(stock=col(Product.stock) - quantity, updated_at=func.now())
-            .returning(col(Product.id))
-            .execution_options(synchronize_session=False)
+        result = await self.session.execute(
+            _TAKE_LOCKED_STOCK, {"ids": list(quantities), "quantities": list(quantities.values())}
         )
-        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def add_stock(self, product_id: uuid.UUID, quantity: int) -> None:
         statement = (
@@ -117,11 +131,3 @@ class ProductRepository:
             .execution_options(synchronize_session=False)
         )
         await self.session.execute(statement)
-
-    async def stock_state(self, product_id: uuid.UUID) -> tuple[int, bool] | None:
-        """The committed stock and activity of a product (why a take failed)."""
-        statement = select(col(Product.stock), col(Product.is_active)).where(
-            col(Product.id) == product_id
-        )
-        row = (await self.session.execute(statement)).one_or_none()
-        return None if row is None else (int(row[0]), bool(row[1]))

@@ -23,7 +23,7 @@ from app.features.products.errors import (
     ProductUnavailableError,
 )
 from app.features.products.models import Product
-from app.features.products.repository import ProductRepository
+from app.features.products.repository import ProductRepository, StockRow
 from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
 from app.shared.pagination import PageParams
 
@@ -154,14 +154,16 @@ class ProductService:
 
     # Stock, for orders -------------------------------------------------------------------
 
-    async def price_lines(self, lines: Sequence[StockLine]) -> list[Product]:
-        """The products of an order's lines, in line order, for their prices and names.
+    async def take_stock(self, lines: Sequence[StockLine]) -> list[StockRow]:
+        """Take every line's quantity, or raise having written nothing; returns each line's
+        product (price, sku, name) as it was when taken, in line order.
 
-        Unknown or inactive products fail here (422 with each line's loc), and so does a line
-        that visibly asks for more than is in stock, before anything is written. The stock is
-        only taken, atomically, by `take_stock`.
+        The rows are locked first (in product id order, so two orders of the same products
+        cannot deadlock) and checked while locked: unknown or inactive products fail with each
+        line's loc (422), then the first line asking for more than is left (409). Only then is
+        the stock taken, in one UPDATE, so a refusal leaves nothing to undo.
         """
-        found = await self.repository.get_many([line.product_id for line in lines])
+        found = await self.repository.lock_for_order([line.product_id for line in lines])
         unavailable = [
             index
             for index, line in enumerate(lines)
@@ -169,34 +171,18 @@ class ProductService:
         ]
         if unavailable:
             raise ProductUnavailableError(unavailable)
+        wanted: dict[uuid.UUID, int] = {}
+        for line in lines:
+            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
         for line in lines:
             product = found[line.product_id]
-            if product.stock < line.quantity:
-                raise InsufficientStockError(product.id, line.quantity, product.stock)
+            if product.stock < wanted[line.product_id]:
+                raise InsufficientStockError(product.id, wanted[line.product_id], product.stock)
+        taken = await self.repository.take_locked_stock(wanted)
+        if taken != len(wanted):  # pragma: no cover - the rows are locked and were just read
+            raise RuntimeError(f"took stock of {taken} products, expected {len(wanted)}")
+        self._invalidate_after_commit(list(wanted))
         return [found[line.product_id] for line in lines]
-
-    async def take_stock(self, lines: Sequence[StockLine]) -> None:
-        """Take every line's quantity, or raise (and the caller's transaction rolls back).
-
-        One conditional UPDATE per line, in product id order: row locks are always taken in
-        the same order, so two orders of the same products cannot deadlock, and they are taken
-        as late as possible, so they are held only until the commit.
-        """
-        order = sorted(range(len(lines)), key=lambda index: lines[index].product_id)
-        for index in order:
-            line = lines[index]
-            if await self.repository.take_stock(line.product_id, line.quantity):
-                continue
-            state = await self.repository.stock_state(line.product_id)
-            if state is None or not state[1]:
-                raise ProductUnavailableError([index])
-            # Stock given back between the UPDATE and this read: one more try is honest.
-            if state[0] >= line.quantity and await self.repository.take_stock(
-                line.product_id, line.quantity
-            ):
-                continue
-            raise InsufficientStockError(line.product_id, line.quantity, state[0])
-        self._invalidate_after_commit([line.product_id for line in lines])
 
     async def give_back_stock(self, lines: Sequence[StockLine]) -> None:
         """Return the lines' quantities to stock (a cancelled order), whatever the product's
