@@ -26,7 +26,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.typing import WorkerCoroutine
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -40,6 +40,18 @@ QUEUE_NAME = "arq:queue"
 _DISPATCHER_KEY = "jobs.dispatcher"
 # What a Redis outage looks like from redis-py: refused, reset, timed out.
 _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+# The statements of every job-writing request, built once (no per-call construction, hashing
+# or compilation on the response path).
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_INSERT = insert(_OUTBOX).values(
+    id=bindparam("id"), job_name=bindparam("job_name"), payload=bindparam("payload")
+)
+_MARK_HANDED_OFF = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("outbox_id"), _OUTBOX.c.sent_at.is_(None))
+    .values(sent_at=func.now())
+)
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,7 @@ class JobDispatcher:
         engine: AsyncEngine = self.session_factory.kw["bind"]
         async with engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id) == outbox_id, col(OutboxMessage.sent_at).is_(None))
-                .values(sent_at=func.now())
-            )
+            await autocommit.execute(_MARK_HANDED_OFF, {"outbox_id": outbox_id})
         log.info("outbox.handed_off", outbox_id=str(outbox_id), job_name=job_name)
 
 
@@ -106,9 +114,7 @@ async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any])
     """
     data = _normalised(payload)
     outbox_id = uuid7()
-    await session.execute(
-        insert(OutboxMessage).values(id=outbox_id, job_name=job_name, payload=data)
-    )
+    await session.execute(_INSERT, {"id": outbox_id, "job_name": job_name, "payload": data})
     dispatcher: JobDispatcher | None = session.info.get(_DISPATCHER_KEY)
     if dispatcher is not None:
 
