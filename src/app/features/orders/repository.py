@@ -26,8 +26,7 @@ from app.features.users.models import User
 
 # The statements of order creation, built once: every order then skips building, hashing and
 # compiling them, and PostgreSQL sees the same text whatever the number of lines.
-_ADD_ORDER = text(
-    """
+_ORDER_AND_LINES = """
     WITH new_order AS (
         INSERT INTO orders (id, user_id, status, total_cents, currency, note, created_at,
                             updated_at)
@@ -43,12 +42,22 @@ _ADD_ORDER = text(
                     CAST(:quantities AS integer[]), CAST(:line_totals AS bigint[]))
              WITH ORDINALITY AS line(product_id, sku, name, unit_price_cents, quantity,
                                      line_total_cents, position)
-    )
+    )"""
+_KEY = """, new_key AS (
+        INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, response_body,
+                                      response_content_type, location, order_id, created_at,
+                                      expires_at)
+        VALUES (:key_user_id, :key_key, :key_request_hash, :key_response_status,
+                :key_response_body, :key_response_content_type, :key_location, :key_order_id,
+                :key_created_at, :key_expires_at)
+    )"""
+_FIRST_CHANGE = """
     INSERT INTO order_status_history (id, order_id, from_status, to_status, changed_by, changed_at)
     VALUES (:change_id, CAST(:id AS uuid), NULL, :status, :changed_by,
             CAST(:created_at AS timestamptz))
     """
-)
+_ADD_ORDER = text(_ORDER_AND_LINES + _FIRST_CHANGE)
+_ADD_ORDER_WITH_KEY = text(_ORDER_AND_LINES + _KEY + _FIRST_CHANGE)
 _TRY_LOCK_KEY = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:lock_key, 0))")
 _GET_KEY = text(
     "SELECT request_hash, response_status, response_body, response_content_type, location, "
@@ -61,6 +70,21 @@ _ADD_KEY = text(
     ":request_hash, :response_status, :response_body, :response_content_type, :location, "
     ":order_id, :created_at, :expires_at)"
 )
+
+
+class KeyRecord(NamedTuple):
+    """A new idempotency record: the first outcome of a key."""
+
+    user_id: uuid.UUID
+    key: str
+    request_hash: str
+    response_status: int
+    response_body: str
+    response_content_type: str
+    location: str | None
+    order_id: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime
 
 
 class StoredKey(NamedTuple):
@@ -79,31 +103,36 @@ class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, order: OrderOut, *, changed_by: uuid.UUID) -> None:
-        """Insert a new order, its lines and its first status change in one statement: one
-        round trip instead of a flush per table."""
+    async def add(
+        self, order: OrderOut, *, changed_by: uuid.UUID, key: KeyRecord | None = None
+    ) -> None:
+        """Insert a new order, its lines, its first status change and (with `key`) the
+        idempotency record that stores its outcome, all in one statement: one round trip
+        instead of a flush per table."""
         items = order.items
-        await self.session.execute(
-            _ADD_ORDER,
-            {
-                "id": order.id,
-                "user_id": order.user_id,
-                "status": order.status.value,
-                "total_cents": order.total_cents,
-                "currency": order.currency,
-                "note": order.note,
-                "created_at": order.created_at,
-                "updated_at": order.updated_at,
-                "product_ids": [line.product_id for line in items],
-                "skus": [line.sku for line in items],
-                "names": [line.name for line in items],
-                "unit_prices": [line.unit_price_cents for line in items],
-                "quantities": [line.quantity for line in items],
-                "line_totals": [line.line_total_cents for line in items],
-                "change_id": uuid7(),
-                "changed_by": changed_by,
-            },
-        )
+        params: dict[str, Any] = {
+            "id": order.id,
+            "user_id": order.user_id,
+            "status": order.status.value,
+            "total_cents": order.total_cents,
+            "currency": order.currency,
+            "note": order.note,
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+            "product_ids": [line.product_id for line in items],
+            "skus": [line.sku for line in items],
+            "names": [line.name for line in items],
+            "unit_prices": [line.unit_price_cents for line in items],
+            "quantities": [line.quantity for line in items],
+            "line_totals": [line.line_total_cents for line in items],
+            "change_id": uuid7(),
+            "changed_by": changed_by,
+        }
+        if key is None:
+            await self.session.execute(_ADD_ORDER, params)
+            return
+        params.update({f"key_{name}": value for name, value in key._asdict().items()})
+        await self.session.execute(_ADD_ORDER_WITH_KEY, params)
 
     async def get_with_lines(
         self, order_id: uuid.UUID, *, user_id: uuid.UUID | None
@@ -210,35 +239,8 @@ class OrderRepository:
             return None
         return stored
 
-    async def add_key(
-        self,
-        user_id: uuid.UUID,
-        key: str,
-        *,
-        request_hash: str,
-        response_status: int,
-        response_body: str,
-        response_content_type: str,
-        location: str | None,
-        order_id: uuid.UUID | None,
-        created_at: datetime,
-        expires_at: datetime,
-    ) -> None:
-        await self.session.execute(
-            _ADD_KEY,
-            {
-                "user_id": user_id,
-                "key": key,
-                "request_hash": request_hash,
-                "response_status": response_status,
-                "response_body": response_body,
-                "response_content_type": response_content_type,
-                "location": location,
-                "order_id": order_id,
-                "created_at": created_at,
-                "expires_at": expires_at,
-            },
-        )
+    async def add_key(self, record: KeyRecord) -> None:
+        await self.session.execute(_ADD_KEY, record._asdict())
 
     async def purge_keys(self, *, now: datetime) -> int:
         result = await self.session.execute(

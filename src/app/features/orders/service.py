@@ -31,7 +31,7 @@ from app.features.orders.models import (
     OrderStatus,
     OrderStatusChange,
 )
-from app.features.orders.repository import OrderRepository
+from app.features.orders.repository import KeyRecord, OrderRepository
 from app.features.orders.schemas import OrderCreate, OrderLineOut, OrderOut, OrderPage
 from app.features.products.service import ProductService, StockLine
 from app.features.users.models import Role, User
@@ -146,12 +146,18 @@ class OrderService:
     async def create(self, user: User, data: OrderCreate) -> OrderOut:
         """Price the lines from the catalog and take their stock, all lines or none."""
         self._check_may_order(user)
-        return await self._create(user, data)
+        order = await self._take(user, data)
+        await self._add(user, order)
+        return order
 
-    async def _create(self, user: User, data: OrderCreate) -> OrderOut:
+    async def _take(self, user: User, data: OrderCreate) -> OrderOut:
+        """Take the lines' stock and price them: the order as it is about to be stored.
+
+        Every refusal (422 unavailable, 409 insufficient stock) is raised here, and this writes
+        nothing unless it succeeds; `_add`, which writes the order, cannot refuse, only fail (a
+        5xx, and the whole transaction rolls back). So a refused order needs no savepoint.
+        """
         stock_lines = [StockLine(item.product_id, item.quantity) for item in data.items]
-        # Every refusal (422 unavailable, 409 insufficient stock) is raised here, before this
-        # order writes anything: what follows cannot refuse, only fail (a 5xx, rolled back).
         products = await self.products.take_stock(stock_lines)
         items = [
             OrderLineOut(
@@ -165,7 +171,7 @@ class OrderService:
             for item, product in zip(data.items, products, strict=True)
         ]
         now = utcnow()
-        order = OrderOut(
+        return OrderOut(
             id=uuid7(),
             user_id=user.id,
             status=OrderStatus.pending,
@@ -176,7 +182,10 @@ class OrderService:
             created_at=now,
             updated_at=now,
         )
-        await self.repository.add(order, changed_by=user.id)
+
+    async def _add(self, user: User, order: OrderOut, key: KeyRecord | None = None) -> None:
+        """Store a taken order (with its idempotency record, if any) and queue its email."""
+        await self.repository.add(order, changed_by=user.id, key=key)
         await queue_email(
             self.session, to=user.email, template="order_confirmed", context=email_context(order)
         )
@@ -184,10 +193,9 @@ class OrderService:
             "order.created",
             order_id=str(order.id),
             user_id=str(user.id),
-            lines=len(items),
+            lines=len(order.items),
             total_cents=order.total_cents,
         )
-        return order
 
     async def create_once(
         self,
@@ -223,29 +231,32 @@ class OrderService:
             )
             return stored, True
 
-        order_id: uuid.UUID | None = None
+        def keep(outcome: StoredResponse, order_id: uuid.UUID | None) -> KeyRecord:
+            return KeyRecord(
+                user_id=user.id,
+                key=key,
+                request_hash=fingerprint,
+                response_status=outcome.status_code,
+                response_body=outcome.body.decode(),
+                response_content_type=outcome.content_type,
+                location=outcome.location,
+                order_id=order_id,
+                created_at=now,
+                expires_at=now + IDEMPOTENCY_TTL,
+            )
+
         try:
-            # No savepoint: `_create` refuses only before it writes anything, so a refused
-            # order leaves nothing behind but its stored outcome.
-            order = await self._create(user, data)
-            order_id = order.id
-            outcome = created(order)
+            order = await self._take(user, data)
         except AppError as exc:
             if exc.status_code >= 500:
                 raise
+            # Refused before anything was written: only the outcome is kept.
             outcome = failed(exc)
-        await self.repository.add_key(
-            user.id,
-            key,
-            request_hash=fingerprint,
-            response_status=outcome.status_code,
-            response_body=outcome.body.decode(),
-            response_content_type=outcome.content_type,
-            location=outcome.location,
-            order_id=order_id,
-            created_at=now,
-            expires_at=now + IDEMPOTENCY_TTL,
-        )
+            await self.repository.add_key(keep(outcome, None))
+            return outcome, False
+        outcome = created(order)
+        # The record rides in the order's own INSERT: one round trip for both.
+        await self._add(user, order, keep(outcome, order.id))
         return outcome, False
 
     # Reads -------------------------------------------------------------------------------
