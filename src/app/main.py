@@ -15,7 +15,12 @@ from fastapi import FastAPI
 
 from app.config import Settings, SettingsError, get_settings
 from app.core.cache import Cache
-from app.core.database import create_engine, create_session_factory, describe_engine
+from app.core.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+    describe_engine,
+)
 from app.core.errors import register_error_handlers
 from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
@@ -45,15 +50,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
     install_dispatcher(session_factory, redis)
     app.state.session_factory = session_factory
+    app.state.read_session_factory = create_read_session_factory(engine)
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
-    app.state.passwords = Passwords(settings)
+    passwords = Passwords(settings)
+    app.state.passwords = passwords
     app.state.tokens = Tokens(settings)
     app.state.rate_limiter = RateLimiter(settings, redis)
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     try:
         yield
     finally:
+        passwords.close()
         await redis.aclose()
         await engine.dispose()
         log.info("app.stopped")
