@@ -212,16 +212,18 @@ async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> N
         for status, body in await _drive(app, requests[: args.concurrency * 4], args):
             assert status < 400, (name, status, body[:300])
         profiler = cProfile.Profile() if name in args.profile.split(",") else None
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, loop_cpu, wall = time.process_time(), time.thread_time(), time.perf_counter()
         if profiler:
             profiler.enable()
         results = await _drive(app, requests, args)
         if profiler:
             profiler.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        loop_cpu = time.thread_time() - loop_cpu
         bad = sum(1 for status, _ in results if status >= 400)
         print(
-            f"{name:14s} {cpu / count * 1e6:8.0f} us CPU/request  "
+            f"{name:14s} {cpu / count * 1e6:8.0f} us CPU/request "
+            f"({loop_cpu / count * 1e6:6.0f} on the event loop)  "
             f"{count / wall:8.0f} req/s in process  errors {bad}",
             flush=True,
         )
