@@ -7,6 +7,7 @@ factory and the Redis/ARQ client on start-up and closes them on shutdown. ASGI s
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,12 @@ from fastapi import FastAPI
 
 from app.config import Settings, SettingsError, get_settings
 from app.core.cache import Cache
-from app.core.database import create_engine, create_session_factory, describe_engine
+from app.core.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+    describe_engine,
+)
 from app.core.errors import register_error_handlers
 from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
@@ -45,15 +51,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
     install_dispatcher(session_factory, redis)
     app.state.session_factory = session_factory
+    app.state.read_session_factory = create_read_session_factory(engine)
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
-    app.state.passwords = Passwords(settings)
+    passwords = Passwords(settings)
+    app.state.passwords = passwords
     app.state.tokens = Tokens(settings)
     app.state.rate_limiter = RateLimiter(settings, redis)
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
+    # What is loaded by now (the framework, the models, the app) lives as long as the process:
+    # keep the cyclic garbage collector from walking it again and again. A full collection over
+    # it paused a worker for up to 130 ms under load (bench/results), the p99 of a read.
+    gc.freeze()
     try:
         yield
     finally:
+        gc.unfreeze()
+        passwords.close()
         await redis.aclose()
         await engine.dispose()
         log.info("app.stopped")
@@ -76,11 +90,13 @@ def create_app(settings: Settings) -> FastAPI:
     register_error_handlers(app)
     install_middleware(app, settings)
     install_openapi(app)
+    # Routes are matched in this order, one after the other (about 2 us each): the most called
+    # first. Auth comes last: a login costs an argon2 verify, thousands of times the matching.
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
-    app.include_router(auth_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    app.include_router(auth_router, prefix=API_PREFIX)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import database
 from app.core.database import SessionDep, after_commit, session_scope
 from app.core.errors import ConflictError
 from app.core.routing import make_router
@@ -129,3 +132,91 @@ async def test_a_failing_hook_does_not_fail_the_request(
     api: AsyncClient = await make_client(setup=setup)
     response = await api.post("/test/hook")
     assert response.status_code == 200
+
+
+def add_transaction_probes(app: FastAPI) -> None:
+    router = make_router(prefix="/test")
+
+    async def two_transaction_ids(session: AsyncSession) -> dict[str, bool]:
+        first = await session.scalar(text("SELECT txid_current()"))
+        second = await session.scalar(text("SELECT txid_current()"))
+        return {"same_transaction": first == second}
+
+    @router.get("/txids")
+    async def read(session: SessionDep) -> dict[str, bool]:
+        return await two_transaction_ids(session)
+
+    @router.post("/txids")
+    async def write(session: SessionDep) -> dict[str, bool]:
+        return await two_transaction_ids(session)
+
+    app.include_router(router)
+
+
+class TestRequestTransactions:
+    async def test_a_read_runs_each_statement_on_its_own(
+        self, make_client: Callable[..., Any]
+    ) -> None:
+        api: AsyncClient = await make_client(setup=add_transaction_probes)
+        response = await api.get("/test/txids")
+        assert response.status_code == 200
+        assert response.json() == {"same_transaction": False}
+
+    async def test_a_write_runs_in_one_transaction(self, make_client: Callable[..., Any]) -> None:
+        api: AsyncClient = await make_client(setup=add_transaction_probes)
+        response = await api.post("/test/txids")
+        assert response.status_code == 200
+        assert response.json() == {"same_transaction": True}
+
+    async def test_hooks_run_when_the_database_was_never_touched(
+        self, make_client: Callable[..., Any]
+    ) -> None:
+        done: list[str] = []
+
+        def setup(app: FastAPI) -> None:
+            router = make_router()
+
+            @router.post("/test/no-db")
+            async def write(session: SessionDep) -> dict[str, bool]:
+                async def hook() -> None:
+                    done.append("ran")
+
+                after_commit(session, hook)
+                return {"ok": True}
+
+            app.include_router(router)
+
+        api: AsyncClient = await make_client(setup=setup)
+        assert (await api.post("/test/no-db")).status_code == 200
+        assert done == ["ran"]
+
+
+class TestDeadPooledConnections:
+    """A pooled connection that died is replaced, never handed to a request."""
+
+    async def _kill_app_connections(self, db_conn: asyncpg.Connection) -> int:
+        killed: int = await db_conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'saas-backend' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()"
+        )
+        return killed
+
+    @pytest.mark.parametrize("idle_seconds", [3600.0, 0.0], ids=["closed-socket", "idle-ping"])
+    async def test_requests_survive_terminated_backends(
+        self,
+        make_client: Callable[..., Any],
+        db_conn: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch,
+        idle_seconds: float,
+    ) -> None:
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", idle_seconds)
+        api: AsyncClient = await make_client(setup=add_transaction_probes)
+        for _ in range(3):
+            assert (await api.post("/test/txids")).status_code == 200
+        assert await self._kill_app_connections(db_conn) >= 1
+        await asyncio.sleep(0.2)  # the server's goodbye reaches the pooled sockets
+        for _ in range(3):
+            response = await api.post("/test/txids")
+            assert response.status_code == 200, response.text
+        assert (await api.get("/ready")).json()["checks"]["database"] == "ok"

@@ -291,7 +291,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    """Install the handlers; unexpected exceptions are caught by `UnhandledErrorMiddleware`."""
+    """Install the handlers; unexpected exceptions are caught by `GuardMiddleware`."""
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -7,6 +7,7 @@ is bound in a context variable by the request middleware and appears in every li
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.config
 import re
@@ -20,12 +21,39 @@ _SECRET_KEY = re.compile(r"pass(word)?|secret|token|authorization|cookie|hash", 
 _REDACTED = "[REDACTED]"
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    # Field names come from code, so there are few of them: the regex runs once per name.
+    return key != "event" and _SECRET_KEY.search(key) is not None
+
+
 def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """A safety net: a field whose name looks secret never reaches the output."""
     for key in event_dict:
-        if key != "event" and _SECRET_KEY.search(key):
+        if _is_secret_key(key):
             event_dict[key] = _REDACTED
     return event_dict
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's formatter, without its per-record copy for our own events.
+
+    `ProcessorFormatter.format` copies every record and runs it through `logging.Formatter`;
+    for an event that structlog already processed (exceptions included, by `ExceptionRenderer`)
+    only the renderer is left to run, so it is run directly. Records of other libraries take
+    the full path.
+    """
+
+    def __init__(self, *, renderer: Processor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._renderer = renderer
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = getattr(record, "_name", None)
+        if name is None or record.exc_info or record.stack_info:
+            return super().format(record)
+        event: EventDict = dict(record.msg)  # type: ignore[arg-type]
+        return str(self._renderer(getattr(record, "_logger", None), name, event))
 
 
 def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
@@ -36,6 +64,12 @@ def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Configure structlog and the standard library logging; safe to call more than once."""
+    # What the records would carry that no line prints (see the logging HOWTO, "Optimization"):
+    # the caller's frame, the thread, the process. Each costs a lookup or a system call per line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -71,7 +105,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
             "disable_existing_loggers": False,
             "formatters": {
                 "structlog": {
-                    "()": structlog.stdlib.ProcessorFormatter,
+                    "()": _Formatter,
+                    "renderer": renderer,
                     "foreign_pre_chain": [structlog.stdlib.ExtraAdder(), *shared],
                     "processors": [
                         structlog.stdlib.ProcessorFormatter.remove_processors_meta,

@@ -31,10 +31,19 @@ LATENCY = Histogram(
 )
 
 
+# The labelled children of each (method, route, status), found once: `labels()` takes a lock
+# and builds its key on every call. Routes are templates, so there are few combinations.
+_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe_request(method: str, route: str, status: int, duration_seconds: float) -> None:
-    labels = (method, route, str(status))
-    REQUESTS.labels(*labels).inc()
-    LATENCY.labels(*labels).observe(duration_seconds)
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        labels = (method, route, str(status))
+        children = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
+    children[0].inc()
+    children[1].observe(duration_seconds)
 
 
 def _multiprocess_enabled() -> bool:

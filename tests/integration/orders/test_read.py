@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -25,20 +26,36 @@ from tests.integration.catalog import (
 )
 
 
-@contextmanager
-def count_statements(app: FastAPI) -> Iterator[list[str]]:
-    """Every SQL statement the app sends while the block runs."""
+@asynccontextmanager
+async def count_statements(app: FastAPI) -> AsyncIterator[list[str]]:
+    """Every SQL statement the app sends while the block runs: those SQLAlchemy executes, and
+    those the hot reads send with asyncpg directly (seen by asyncpg's query logger)."""
     statements: list[str] = []
     engine = app.state.engine.sync_engine
 
     def record(*args: Any) -> None:
         statements.append(args[2])
 
+    def log_query(query: Any) -> None:
+        statements.append(query.query)
+
+    def on_checkout(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log_query)
+
+    def on_checkin(dbapi_connection: Any, *_: Any) -> None:
+        if dbapi_connection is not None:
+            dbapi_connection.driver_connection.remove_query_logger(log_query)
+
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine.pool, "checkout", on_checkout)
+    event.listen(engine.pool, "checkin", on_checkin)
     try:
         yield statements
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine.pool, "checkout", on_checkout)
+        event.remove(engine.pool, "checkin", on_checkin)
 
 
 class TestGetOrder:
@@ -104,7 +121,7 @@ class TestGetOrder:
             },
             headers=headers,
         )
-        with count_statements(app) as statements:
+        async with count_statements(app) as statements:
             response = await client.get(order_url(created.json()["id"]), headers=headers)
         assert response.status_code == 200
         order_reads = [s for s in statements if "FROM orders" in s]
@@ -228,7 +245,7 @@ class TestListOrders:
         for products in ([first], [first, second], [second, first]):
             items = [{"product_id": str(product.id), "quantity": 1} for product in products]
             assert (await client.post(ORDERS, json={"items": items}, headers=headers)).is_success
-        with count_statements(app) as statements:
+        async with count_statements(app) as statements:
             response = await client.get(ORDERS, headers=headers)
         body = response.json()
         assert body["total"] == 3

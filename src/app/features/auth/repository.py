@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import utcnow
+from app.core.database import utcnow, uuid7
 from app.features.auth.models import EmailToken, EmailTokenPurpose, RefreshToken
 
 
@@ -18,13 +18,20 @@ class RefreshTokenRepository:
 
     async def add(
         self, *, user_id: uuid.UUID, session_id: uuid.UUID, jti_hash: str, expires_at: datetime
-    ) -> RefreshToken:
-        token = RefreshToken(
-            user_id=user_id, session_id=session_id, jti_hash=jti_hash, expires_at=expires_at
+    ) -> None:
+        # One INSERT, not an ORM object and a flush: every login and refresh writes a token,
+        # and nothing reads it back within the request.
+        table = RefreshToken.__table__  # type: ignore[attr-defined]
+        await self.session.execute(
+            sa.insert(table).values(
+                id=uuid7(),
+                user_id=user_id,
+                session_id=session_id,
+                jti_hash=jti_hash,
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
         )
-        self.session.add(token)
-        await self.session.flush()
-        return token
 
     async def consume(self, jti_hash: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         """Mark a live token used and return its (user_id, session_id); None if it is not live.

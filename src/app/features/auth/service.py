@@ -178,11 +178,13 @@ class AuthService:
         """Tokens of a new session, or one answer for an unknown email and a wrong password."""
         identity = email_identity(email)
         failures = self.limiter.item("rate_limit_failed_logins")
+        failed_before = False
         if self.limiter.enabled:
             window = await self.limiter.check(failures, FAILED_LOGIN_SCOPE, identity)
             if window.remaining == 0:
                 log.info("auth.login_locked")
                 raise rate_limited(window)
+            failed_before = window.remaining < window.limit
         user = await self.users.get_by_email(email)
         if user is None:
             valid = await self.passwords.verify_dummy(password)
@@ -199,7 +201,8 @@ class AuthService:
         if self.passwords.needs_rehash(user.password_hash):
             await self.users.rehash_password(user, await self.passwords.hash(password))
             log.info("auth.password_rehashed", user_id=str(user.id))
-        if self.limiter.enabled:
+        if failed_before:
+            # Only when there is something to clear: one Redis round trip less per login.
             await self.limiter.clear(failures, FAILED_LOGIN_SCOPE, identity)
         issued = await self._start_session(user)
         log.info("auth.logged_in", user_id=str(user.id), session_id=str(issued.session_id))

@@ -9,16 +9,14 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.core.database import SessionDep
 from app.features.orders.service import OrderService
-from app.features.products.deps import ProductServiceDep
+from app.features.products.deps import product_service
 
 
-async def get_order_service(
-    request: Request, session: SessionDep, products: ProductServiceDep
-) -> OrderService:
+async def get_order_service(request: Request, session: SessionDep) -> OrderService:
     settings: Settings = request.app.state.settings
     return OrderService(
         session,
-        products,
+        product_service(request, session),
         currency=settings.currency,
         require_verified_email=settings.require_verified_email,
     )

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.core.database import uuid7
+from app.core.database import driver_connection, uuid7
 from app.features.orders.models import (
     IdempotencyRecord,
     Order,
@@ -99,6 +99,26 @@ class StoredKey(NamedTuple):
     expires_at: datetime
 
 
+# A row as asyncpg returns it (a Record: read by column name).
+Row = Mapping[str, Any]
+
+_ORDER_COLUMNS = "id, user_id, status, total_cents, currency, note, created_at, updated_at"
+_LINE_COLUMNS = "product_id, sku, name, unit_price_cents, quantity, line_total_cents"
+_ORDER_WITH_LINES = (
+    "SELECT o.id, o.user_id, o.status, o.total_cents, o.currency, o.note, o.created_at, "
+    "o.updated_at, l.product_id, l.sku, l.name, l.unit_price_cents, l.quantity, "
+    "l.line_total_cents FROM orders o JOIN order_lines l ON l.order_id = o.id "
+    "WHERE o.id = $1 ORDER BY l.position"
+)
+_OWN_ORDER_WITH_LINES = _ORDER_WITH_LINES.replace(
+    "WHERE o.id = $1", "WHERE o.id = $1 AND o.user_id = $2"
+)
+_LINES_OF = (
+    f"SELECT order_id, {_LINE_COLUMNS} FROM order_lines "  # noqa: S608 - no input in the text
+    "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, position"
+)
+
+
 class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -134,22 +154,71 @@ class OrderRepository:
         params.update({f"key_{name}": value for name, value in key._asdict().items()})
         await self.session.execute(_ADD_ORDER_WITH_KEY, params)
 
-    async def get_with_lines(
-        self, order_id: uuid.UUID, *, user_id: uuid.UUID | None
-    ) -> tuple[Order, list[OrderLine]] | None:
-        """The order and its lines in one query; `user_id` limits it to that owner's order."""
-        statement = (
-            select(Order, OrderLine)
-            .join(OrderLine, col(OrderLine.order_id) == col(Order.id))
-            .where(col(Order.id) == order_id)
-            .order_by(col(OrderLine.position))
-        )
+    # Reads -------------------------------------------------------------------------------
+    # With asyncpg directly, on the session's own connection: the ORM's statement and row
+    # machinery cost several times the queries here, and these are the hottest reads of orders.
+    # They return rows (`order_row`, `line_row` columns), not tracked objects.
+
+    async def read_with_lines(self, order_id: uuid.UUID, *, user_id: uuid.UUID | None) -> list[Row]:
+        """The order's row once per line (its columns and the line's), lines in position; `[]`
+        when there is no such order, or (`user_id`) it is someone else's."""
+        connection = await driver_connection(self.session)
+        if user_id is None:
+            return list(await connection.fetch(_ORDER_WITH_LINES, order_id))
+        return list(await connection.fetch(_OWN_ORDER_WITH_LINES, order_id, user_id))
+
+    async def read_page(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        user_id: uuid.UUID | None,
+        status: OrderStatus | None,
+    ) -> tuple[list[Row], int]:
+        """A page of order rows newest first (id breaks ties) and the total.
+
+        Two queries, not `count(*) OVER ()`: the page reads only its rows along the index and
+        the count can be an index-only scan, where a window count reads every matching row.
+        The count is skipped when the first page is not full. One SQL text per combination of
+        filters, so that each prepared statement gets the plan of its own index.
+        """
+        conditions: list[str] = []
+        arguments: list[Any] = []
         if user_id is not None:
-            statement = statement.where(col(Order.user_id) == user_id)
-        rows = (await self.session.execute(statement)).all()
-        if not rows:
-            return None
-        return rows[0][0], [row[1] for row in rows]
+            arguments.append(user_id)
+            conditions.append(f"user_id = ${len(arguments)}")
+        if status is not None:
+            arguments.append(status.value)
+            conditions.append(f"status = ${len(arguments)}")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        n = len(arguments)
+        connection = await driver_connection(self.session)
+        rows = list(
+            await connection.fetch(
+                f"SELECT {_ORDER_COLUMNS} FROM orders {where} "  # noqa: S608 - no input in the text
+                f"ORDER BY created_at DESC, id DESC OFFSET ${n + 1} LIMIT ${n + 2}",
+                *arguments,
+                offset,
+                limit,
+            )
+        )
+        if offset == 0 and len(rows) < limit:
+            return rows, len(rows)
+        total = await connection.fetchval(
+            f"SELECT count(*) FROM orders {where}",  # noqa: S608 - no input in the text
+            *arguments,
+        )
+        return rows, int(total)
+
+    async def read_lines(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Row]]:
+        """Every line of these orders in one query (no N+1), each order's lines in position."""
+        lines: dict[uuid.UUID, list[Row]] = defaultdict(list)
+        if not order_ids:
+            return lines
+        connection = await driver_connection(self.session)
+        for row in await connection.fetch(_LINES_OF, list(order_ids)):
+            lines[row["order_id"]].append(row)
+        return lines
 
     async def get_for_update(
         self, order_id: uuid.UUID, *, user_id: uuid.UUID | None
@@ -178,37 +247,6 @@ class OrderRepository:
         for line in (await self.session.execute(statement)).scalars():
             lines[line.order_id].append(line)
         return lines
-
-    async def list(
-        self,
-        *,
-        offset: int,
-        limit: int,
-        user_id: uuid.UUID | None,
-        status: OrderStatus | None,
-    ) -> tuple[list[Order], int]:
-        """A page newest first (id breaks ties) and the total.
-
-        Two queries, not `count(*) OVER ()`: the page reads only its rows along the index and
-        the count can be an index-only scan, where a window count reads every matching row.
-        """
-        conditions: list[Any] = []
-        if user_id is not None:
-            conditions.append(col(Order.user_id) == user_id)
-        if status is not None:
-            conditions.append(col(Order.status) == status)
-        statement = (
-            select(Order)
-            .where(*conditions)
-            .order_by(col(Order.created_at).desc(), col(Order.id).desc())
-            .offset(offset)
-            .limit(limit)
-        )
-        orders = list((await self.session.execute(statement)).scalars())
-        if offset == 0 and len(orders) < limit:
-            return orders, len(orders)
-        count = select(func.count()).select_from(Order).where(*conditions)
-        return orders, int((await self.session.execute(count)).scalar_one())
 
     async def record_change(self, change: OrderStatusChange) -> None:
         self.session.add(change)

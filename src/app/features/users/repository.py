@@ -10,8 +10,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.core.database import driver_connection
 from app.features.users.errors import EmailTakenError
 from app.features.users.models import Role, User
+
+# Every column of the table, named from its own metadata (no input goes into this text).
+_COLUMNS = ", ".join(User.__table__.columns.keys())  # type: ignore[attr-defined]
+_SELECT_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608
 
 
 def _like_pattern(text: str) -> str:
@@ -25,6 +30,20 @@ class UserRepository:
 
     async def get(self, user_id: uuid.UUID) -> User | None:
         return await self.session.get(User, user_id)
+
+    async def get_untracked(self, user_id: uuid.UUID) -> User | None:
+        """The user as an object the session does not track, read with one asyncpg query.
+
+        For read-only requests, where the caller's account is only looked at: the ORM's load
+        costs about three times as much CPU, and it runs on every authenticated request.
+        Changing the returned object changes nothing in the database.
+        """
+        row = await (await driver_connection(self.session)).fetchrow(_SELECT_BY_ID, user_id)
+        if row is None:
+            return None
+        values = dict(row)
+        values["role"] = Role(values["role"])
+        return User(**values)
 
     async def get_by_email(self, email: str) -> User | None:
         result = await self.session.execute(

@@ -21,7 +21,10 @@ class UserService:
         self.users = UserRepository(session)
         self.sessions = SessionService(session)
 
-    async def get(self, user_id: uuid.UUID) -> User | None:
+    async def get(self, user_id: uuid.UUID, *, untracked: bool = False) -> User | None:
+        """The user; `untracked` for a read-only request (a plain object, read more cheaply)."""
+        if untracked:
+            return await self.users.get_untracked(user_id)
         return await self.users.get(user_id)
 
     async def require(self, user_id: uuid.UUID) -> User:
