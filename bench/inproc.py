@@ -188,9 +188,7 @@ async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> N
     def login() -> Request:
         user = rng.choice(seeded.token_users)
         body = json.dumps({"email": user["email"], "password": seed.PASSWORD}).encode()
-        return Request(
-            "POST", "/api/v1/auth/login", [(b"content-type", b"application/json")], body
-        )
+        return Request("POST", "/api/v1/auth/login", [(b"content-type", b"application/json")], body)
 
     scenarios: dict[str, Callable[[], Request]] = {
         "health": health,
