@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -122,12 +121,3 @@ class Cache:
         except _CACHE_ERRORS as exc:
             # Entries still expire on their TTL; reads skip Redis for a while meanwhile.
             self._failed("invalidate", exc)
-
-
-async def get_cache(request: Request) -> Cache:
-    # async: a sync dependency would cost a thread-pool hop on every cached read.
-    cache: Cache = request.app.state.cache
-    return cache
-
-
-CacheDep = Annotated[Cache, Depends(get_cache)]
