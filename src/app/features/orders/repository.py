@@ -105,6 +105,7 @@ Row = Mapping[str, Any]
 _ORDER_COLUMNS = "id, user_id, status, total_cents, currency, note, created_at, updated_at"
 _LINE_COLUMNS = "product_id, sku, name, unit_price_cents, quantity, line_total_cents"
 _ORDER_WITH_LINES = (
+    # Every column qualified: a column added to either table later cannot make one ambiguous.
     "SELECT o.id, o.user_id, o.status, o.total_cents, o.currency, o.note, o.created_at, "
     "o.updated_at, l.product_id, l.sku, l.name, l.unit_price_cents, l.quantity, "
     "l.line_total_cents FROM orders o JOIN order_lines l ON l.order_id = o.id "
@@ -157,7 +158,7 @@ class OrderRepository:
     # Reads -------------------------------------------------------------------------------
     # With asyncpg directly, on the session's own connection: the ORM's statement and row
     # machinery cost several times the queries here, and these are the hottest reads of orders.
-    # They return rows (`order_row`, `line_row` columns), not tracked objects.
+    # They return asyncpg rows, read by column name, not tracked objects.
 
     async def read_with_lines(self, order_id: uuid.UUID, *, user_id: uuid.UUID | None) -> list[Row]:
         """The order's row once per line (its columns and the line's), lines in position; `[]`

@@ -27,7 +27,6 @@ from app.features.orders.errors import (
 )
 from app.features.orders.models import (
     Order,
-    OrderLine,
     OrderStatus,
     OrderStatusChange,
 )
@@ -76,32 +75,9 @@ def is_admin(user: User) -> bool:
     return user.role == Role.admin
 
 
-def to_out(order: Order, lines: Sequence[OrderLine]) -> OrderOut:
-    return OrderOut(
-        id=order.id,
-        user_id=order.user_id,
-        status=order.status,
-        items=[
-            OrderLineOut(
-                product_id=line.product_id,
-                sku=line.sku,
-                name=line.name,
-                unit_price_cents=line.unit_price_cents,
-                quantity=line.quantity,
-                line_total_cents=line.line_total_cents,
-            )
-            for line in lines
-        ],
-        total_cents=order.total_cents,
-        currency=order.currency,
-        note=order.note,
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-    )
-
-
 def out_from_rows(order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> OrderOut:
-    """OrderOut from database rows (an order's columns, its lines' columns), unvalidated:
+    """OrderOut from database rows, or any mappings of the same columns (an order's, its
+    lines'), unvalidated:
     what the database holds was validated on the way in, and a page of orders would otherwise
     validate every field of every line again."""
     return OrderOut.model_construct(
@@ -356,7 +332,7 @@ class OrderService:
                 order_id=order.id, from_status=current, to_status=target, changed_by=actor.id
             )
         )
-        out = to_out(order, lines)
+        out = out_from_rows(order.model_dump(), [line.model_dump() for line in lines])
         template = _STATUS_EMAILS.get(target)
         if template is not None:
             email = await self.repository.owner_email(order)
