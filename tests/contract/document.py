@@ -21,6 +21,7 @@ def _document() -> dict[str, object]:
         database_url="postgresql+asyncpg://localhost/openapi",
         redis_url="redis://localhost:6379/0",
         jwt_secret="contract-document-only-" + "x" * 16,
+        storage_url="s3://openapi?endpoint=http://localhost:9000",
         # What the test Settings use: create_app configures the process's logging.
         log_format="json",
         _env_file=None,

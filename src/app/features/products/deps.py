@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.core.cache import Cache
 from app.core.database import SessionDep
+from app.features.products.image_service import ImageService
 from app.features.products.service import ProductService
 
 
@@ -20,7 +21,11 @@ def product_service(request: Request, session: AsyncSession) -> ProductService:
     settings: Settings = state.settings
     cache: Cache = state.cache
     return ProductService(
-        session, cache, currency=settings.currency, cache_ttl=settings.cache_ttl_seconds
+        session,
+        cache,
+        currency=settings.currency,
+        cache_ttl=settings.cache_ttl_seconds,
+        media_base_url=settings.public_media_base_url,
     )
 
 
@@ -29,3 +34,18 @@ async def get_product_service(request: Request, session: SessionDep) -> ProductS
 
 
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+
+
+def get_image_service(request: Request) -> ImageService:
+    state = request.app.state
+    settings: Settings = state.settings
+    return ImageService(
+        state.session_factory,
+        state.cache,
+        state.object_store,
+        media_base_url=settings.public_media_base_url,
+        limiter=state.image_limiter,
+    )
+
+
+ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]

@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response, status
 
+from app.core.database import SessionDep
 from app.core.errors import (
     ForbiddenError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     error_responses,
 )
+from app.core.middleware import BodyLimitExemption
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, OptionalUser
-from app.features.products.deps import ProductServiceDep
-from app.features.products.errors import ProductNotFoundError, SkuTakenError
-from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.features.products.deps import ImageServiceDep, ProductServiceDep
+from app.features.products.errors import (
+    ImageNotFoundError,
+    ProductNotFoundError,
+    SkuTakenError,
+    TooManyImagesError,
+)
+from app.features.products.schemas import (
+    ImageOut,
+    ImageUpdate,
+    ProductCreate,
+    ProductOut,
+    ProductPage,
+    ProductUpdate,
+)
+from app.features.products.uploads import read_image_form
 from app.features.users.models import Role
 from app.shared.pagination import PageParamsDep
 
@@ -94,7 +111,7 @@ async def create_product(
     response.headers["Location"] = str(
         request.app.url_path_for("get_product", product_id=str(product.id))
     )
-    return service.to_out(product)
+    return service.to_out(product)  # a new product has no images yet
 
 
 @router.patch(
@@ -107,7 +124,7 @@ async def update_product(
 ) -> ProductOut:
     """Change a product (admin); only the fields sent change. Existing orders keep their
     snapshot of name and price."""
-    return service.to_out(await service.update(product_id, data))
+    return await service.out(await service.update(product_id, data))
 
 
 @router.delete(
@@ -120,4 +137,132 @@ async def delete_product(
 ) -> Response:
     """Deactivate a product (admin): it leaves the public catalog; orders keep their snapshot."""
     await service.deactivate(product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Images ------------------------------------------------------------------------------------
+
+IMAGE_UPLOAD_ROUTE = BodyLimitExemption(
+    method="POST", path=re.compile(r"/api/v1/products/[^/]+/images")
+)
+IMAGE_LOCATION_HEADER: dict[str, Any] = {
+    "Location": {"description": "URL of the created image.", "schema": {"type": "string"}}
+}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JPEG, PNG or WebP, at most 5,242,880 bytes and "
+                            "40 megapixels; the type is judged by the bytes.",
+                        },
+                        "alt_text": {"type": "string", "maxLength": 500},
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/{product_id}/images",
+    response_model=ImageOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        201: {"description": "Created", "headers": IMAGE_LOCATION_HEADER},
+        **error_responses(
+            *_ADMIN_ERRORS,
+            ProductNotFoundError,
+            TooManyImagesError,
+            PayloadTooLargeError,
+            UnsupportedMediaTypeError,
+            ServiceUnavailableError,
+        ),
+    },
+)
+async def upload_image(
+    _admin: AdminUser,
+    product_id: uuid.UUID,
+    service: ImageServiceDep,
+    request: Request,
+    response: Response,
+) -> ImageOut:
+    """Add an image to a product (admin), as `multipart/form-data` with a `file` part and an
+    optional `alt_text`.
+
+    The type is judged by the bytes: JPEG, PNG or WebP, else 415. At most 5,242,880 bytes (413,
+    refused while it streams in) and 40 megapixels (422); pixels that cannot be decoded are 422
+    too. The image is stored without its metadata (EXIF, GPS), upright, and answered with
+    `status: processing`; the worker then makes the `thumb` and `medium` WebP variants and
+    marks it `ready`. At most 10 images per product (409 `TOO_MANY_IMAGES`).
+    """
+    form = await read_image_form(request)
+    image = await service.upload(product_id, form)
+    response.headers["Location"] = str(
+        request.app.url_path_for("get_image", product_id=str(product_id), image_id=str(image.id))
+    )
+    return service.to_out(image)
+
+
+@router.get(
+    "/{product_id}/images/{image_id}",
+    response_model=ImageOut,
+    responses=error_responses(ImageNotFoundError),
+    openapi_extra=_TOKEN_OPTIONAL,
+)
+async def get_image(
+    user: OptionalUser,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+    session: SessionDep,
+    service: ImageServiceDep,
+) -> ImageOut:
+    """One image of a product (an inactive product's only for admins)."""
+    is_admin = user is not None and user.role == Role.admin
+    return service.to_out(await service.get(session, product_id, image_id, admin=is_admin))
+
+
+@router.patch(
+    "/{product_id}/images/{image_id}",
+    response_model=ImageOut,
+    responses=error_responses(*_ADMIN_ERRORS, ImageNotFoundError, *_BODY_ERRORS),
+)
+async def update_image(
+    _admin: AdminUser,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+    data: ImageUpdate,
+    session: SessionDep,
+    service: ImageServiceDep,
+) -> ImageOut:
+    """Change an image's `alt_text` (null clears it) or `position` (admin). Moving an image
+    shifts the ones in between; a position outside `0..n-1` is 422."""
+    return service.to_out(await service.update(session, product_id, image_id, data))
+
+
+@router.delete(
+    "/{product_id}/images/{image_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(*_ADMIN_ERRORS, ImageNotFoundError),
+)
+async def delete_image(
+    _admin: AdminUser,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+    session: SessionDep,
+    service: ImageServiceDep,
+) -> Response:
+    """Delete an image (admin): the others close the gap, and its stored files are removed
+    by the worker."""
+    await service.delete(session, product_id, image_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

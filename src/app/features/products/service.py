@@ -22,8 +22,9 @@ from app.features.products.errors import (
     ProductNotFoundError,
     ProductUnavailableError,
 )
-from app.features.products.models import Product
-from app.features.products.repository import ProductRepository, StockRow
+from app.features.products.media import image_out
+from app.features.products.models import Product, ProductImage
+from app.features.products.repository import ImageRepository, ProductRepository, StockRow
 from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
 from app.shared.pagination import PageParams
 
@@ -45,15 +46,24 @@ class StockLine:
 
 class ProductService:
     def __init__(
-        self, session: AsyncSession, cache: Cache, *, currency: str, cache_ttl: int = 60
+        self,
+        session: AsyncSession,
+        cache: Cache,
+        *,
+        currency: str,
+        cache_ttl: int = 60,
+        media_base_url: str = "",
     ) -> None:
         self.session = session
         self.repository = ProductRepository(session)
+        self.images = ImageRepository(session)
         self.cache = cache
         self.currency = currency
         self.cache_ttl = cache_ttl
+        self.media_base_url = media_base_url
 
-    def to_out(self, product: Product) -> ProductOut:
+    def to_out(self, product: Product, images: Sequence[ProductImage] = ()) -> ProductOut:
+        """The product on the wire, with its images (by position)."""
         return ProductOut(
             id=product.id,
             sku=product.sku,
@@ -63,6 +73,7 @@ class ProductService:
             currency=self.currency,
             stock=product.stock,
             is_active=product.is_active,
+            images=[image_out(image, self.media_base_url) for image in images],
             created_at=product.created_at,
             updated_at=product.updated_at,
         )
@@ -87,7 +98,8 @@ class ProductService:
                 return None
             # A one-byte flag in front of the JSON: visibility without parsing it on a hit.
             flag = _ACTIVE if product.is_active else _INACTIVE
-            return flag + self.to_out(product).model_dump_json().encode()
+            images = (await self.images.of_products([product.id]))[product.id]
+            return flag + self.to_out(product, images).model_dump_json().encode()
 
         cached = await self.cache.get_or_set(
             product_namespace(product_id), "detail", load, ttl=self.cache_ttl
@@ -110,14 +122,22 @@ class ProductService:
                 q=q,
                 include_inactive=include_inactive,
             )
+            images = await self.images.of_products([product.id for product in products])
             page = ProductPage.of(
-                [self.to_out(product) for product in products], total=total, params=params
+                [self.to_out(product, images[product.id]) for product in products],
+                total=total,
+                params=params,
             )
             return page.model_dump_json().encode()
 
         cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
         assert cached is not None
         return cached
+
+    async def out(self, product: Product) -> ProductOut:
+        """ProductOut of a product just written, with its images as they are now."""
+        images = (await self.images.of_products([product.id]))[product.id]
+        return self.to_out(product, images)
 
     async def get(self, product_id: uuid.UUID) -> Product:
         product = await self.repository.get(product_id)
