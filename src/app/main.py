@@ -38,6 +38,7 @@ from app.features.orders.router import router as orders_router
 from app.features.products.router import IMAGE_UPLOAD_ROUTE
 from app.features.products.router import router as products_router
 from app.features.users.router import router as users_router
+from app.shared.cursor import Cursors
 
 log = get_logger(__name__)
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.cursors = Cursors(settings.jwt_secret.get_secret_value())
     register_error_handlers(app)
     install_middleware(app, settings, body_limit_exempt=[IMAGE_UPLOAD_ROUTE])
     install_openapi(app)

@@ -1,7 +1,8 @@
 """The OpenAPI document, adjusted so that it describes the wire exactly.
 
 FastAPI files every declared response under `application/json`; Problem responses are sent
-as `application/problem+json`, so their content is moved there.
+as `application/problem+json`, so their content is moved there. A list answering a page or a
+cursor page says `oneOf` (FastAPI writes `anyOf`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ def _move_errors_to_problem_json(schema: dict[str, Any]) -> None:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
 
 
+def _unions_of_components_are_one_of(schema: dict[str, Any]) -> None:
+    """A success answered as one of several named components (a page or a cursor page) is
+    `oneOf` them: exactly one matches, which generated clients turn into a tagged union."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                if not status.startswith("2"):
+                    continue
+                body = response.get("content", {}).get("application/json", {}).get("schema", {})
+                choices = body.get("anyOf")
+                if choices and all(set(choice) == {"$ref"} for choice in choices):
+                    body["oneOf"] = body.pop("anyOf")
+                    body.pop("title", None)
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -39,6 +57,7 @@ def install_openapi(app: FastAPI) -> None:
                 tags=app.openapi_tags,
             )
             _move_errors_to_problem_json(schema)
+            _unions_of_components_are_one_of(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -12,8 +12,9 @@ reach the store is a `StorageUnavailableError` (503 at the edge).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
@@ -43,12 +44,22 @@ def _unavailable(exc: BaseException) -> bool:
 
 
 class ObjectStore:
-    """Put, get and delete objects of one bucket, and their public URLs."""
+    """Put, get and delete objects of one bucket, and their public URLs.
 
-    def __init__(self, client: S3Client, location: StorageLocation, media_base_url: str) -> None:
-        self.client = client
+    The S3 client is made on first use, not at start-up: a process that never touches an image
+    pays nothing, and botocore's model files (half a second of JSON parsing) are read in a worker
+    thread, never on the event loop.
+    """
+
+    def __init__(
+        self, options: dict[str, Any], location: StorageLocation, media_base_url: str
+    ) -> None:
+        self._options = options
         self.location = location
         self.media_base_url = media_base_url.rstrip("/")
+        self._client: S3Client | None = None
+        self._lock = asyncio.Lock()
+        self._stack = AsyncExitStack()
 
     @property
     def bucket(self) -> str:
@@ -57,9 +68,27 @@ class ObjectStore:
     def url(self, key: str) -> str:
         return f"{self.media_base_url}/{key}"
 
+    async def s3(self) -> S3Client:
+        """The client, made once."""
+        client = self._client
+        if client is None:
+            async with self._lock:
+                client = self._client
+                if client is None:
+                    session = get_session()
+                    await asyncio.to_thread(_load_models, session)
+                    creating = session.create_client("s3", **self._options)
+                    client = self._client = await self._stack.enter_async_context(creating)
+        return client
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         try:
-            await self.client.put_object(
+            client = await self.s3()
+            await client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=data,
@@ -75,7 +104,8 @@ class ObjectStore:
 
     async def get(self, key: str) -> bytes:
         try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=key)
+            client = await self.s3()
+            response = await client.get_object(Bucket=self.bucket, Key=key)
             async with response["Body"] as body:
                 data: bytes = await body.read()
         except (BotoCoreError, ClientError, OSError, TimeoutError) as exc:
@@ -89,7 +119,8 @@ class ObjectStore:
         if not keys:
             return
         try:
-            response = await self.client.delete_objects(
+            client = await self.s3()
+            response = await client.delete_objects(
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
             )
@@ -103,8 +134,9 @@ class ObjectStore:
             raise StorageUnavailableError(f"the object store kept {len(errors)} objects: {codes}")
 
     async def exists(self, key: str) -> bool:
+        client = await self.s3()
         try:
-            await self.client.head_object(Bucket=self.bucket, Key=key)
+            await client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return False
@@ -112,7 +144,18 @@ class ObjectStore:
         return True
 
     async def ping(self) -> None:
-        await self.client.head_bucket(Bucket=self.bucket)
+        client = await self.s3()
+        await client.head_bucket(Bucket=self.bucket)
+
+
+def _load_models(session: Any) -> None:
+    """Read the S3 model and endpoint files into the session's cache (blocking file reads and
+    JSON parsing, so in a thread); making the client then takes milliseconds."""
+    loader = session.get_component("data_loader")
+    for name in ("service-2", "endpoint-rule-set-1"):
+        loader.load_service_model("s3", name)
+    for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
+        loader.load_data(name)
 
 
 def client_options(settings: Settings, location: StorageLocation) -> dict[str, Any]:
@@ -146,7 +189,10 @@ async def open_object_store(settings: Settings) -> AsyncIterator[ObjectStore | N
         yield None
         return
     location = StorageLocation.parse(settings.storage_url)
-    base = settings.public_media_base_url
-    session = get_session()
-    async with session.create_client("s3", **client_options(settings, location)) as client:
-        yield ObjectStore(client, location, base)
+    store = ObjectStore(
+        client_options(settings, location), location, settings.public_media_base_url
+    )
+    try:
+        yield store
+    finally:
+        await store.close()

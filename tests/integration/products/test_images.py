@@ -68,9 +68,8 @@ async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 
 async def stored_keys(store: ObjectStore, product_id: Any) -> list[str]:
-    response = await store.client.list_objects_v2(
-        Bucket=store.bucket, Prefix=f"products/{product_id}/"
-    )
+    client = await store.s3()
+    response = await client.list_objects_v2(Bucket=store.bucket, Prefix=f"products/{product_id}/")
     return sorted(item["Key"] for item in response.get("Contents", []))
 
 

@@ -15,6 +15,7 @@ from app.core.errors import (
     ServiceUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
+    ValidationFailedError,
     error_responses,
 )
 from app.core.middleware import BodyLimitExemption
@@ -31,13 +32,14 @@ from app.features.products.schemas import (
     ImageOut,
     ImageUpdate,
     ProductCreate,
+    ProductCursorPage,
     ProductOut,
     ProductPage,
     ProductUpdate,
 )
 from app.features.products.uploads import read_image_form
 from app.features.users.models import Role
-from app.shared.pagination import PageParamsDep
+from app.shared.cursor import CursorParams, ListParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
 
@@ -52,11 +54,17 @@ _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 
 
-@router.get("", response_model=ProductPage, openapi_extra=_TOKEN_OPTIONAL)
+@router.get(
+    "",
+    response_model=ProductPage | ProductCursorPage,
+    openapi_extra=_TOKEN_OPTIONAL,
+    responses=error_responses(ValidationFailedError),
+)
 async def list_products(
     user: OptionalUser,
     service: ProductServiceDep,
-    params: PageParamsDep,
+    params: ListParamsDep,
+    request: Request,
     q: Annotated[
         str | None,
         Query(max_length=200, description="Case-insensitive substring of the name or sku."),
@@ -66,12 +74,24 @@ async def list_products(
     ] = False,
 ) -> Response:
     """List the catalog by name, then id. Active products only, unless an admin asks for
-    `include_inactive=true`."""
+    `include_inactive=true`.
+
+    Two forms: `page`/`page_size` (the default) answers a page with its total; `limit` (and then
+    `cursor`) answers a cursor page, whose deep pages cost what the first does. Mixing them, or a
+    cursor of another list, filter or caller, is 422."""
     is_admin = user is not None and user.role == Role.admin
-    query = q.strip() if q else None
-    body = await service.list_json(
-        params, q=query or None, include_inactive=include_inactive and is_admin
-    )
+    query = (q.strip() if q else None) or None
+    inactive = include_inactive and is_admin
+    if isinstance(params, CursorParams):
+        body = await service.list_cursor_json(
+            params,
+            request.app.state.cursors,
+            caller=str(user.id) if user is not None else "anonymous",
+            q=query,
+            include_inactive=inactive,
+        )
+    else:
+        body = await service.list_json(params, q=query, include_inactive=inactive)
     return Response(body, media_type=_JSON)
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from typing_extensions import TypedDict
 
+from app.shared.cursor import CursorPage
 from app.shared.pagination import Page
 from app.shared.patch import omittable
 
@@ -134,3 +135,7 @@ class ProductOut(BaseModel):
 
 class ProductPage(Page[ProductOut]):
     """A page of products, by name then id."""
+
+
+class ProductCursorPage(CursorPage[ProductOut]):
+    """A cursor page of products, by name then id (`?limit=`, then `?cursor=`)."""

@@ -25,7 +25,14 @@ from app.features.products.errors import (
 from app.features.products.media import image_out
 from app.features.products.models import Product, ProductImage
 from app.features.products.repository import ImageRepository, ProductRepository, StockRow
-from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.features.products.schemas import (
+    ProductCreate,
+    ProductCursorPage,
+    ProductOut,
+    ProductPage,
+    ProductUpdate,
+)
+from app.shared.cursor import CursorParams, Cursors, CursorScope, InvalidCursorError
 from app.shared.pagination import PageParams
 
 log = get_logger(__name__)
@@ -131,6 +138,53 @@ class ProductService:
             return page.model_dump_json().encode()
 
         cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
+        assert cached is not None
+        return cached
+
+    async def list_cursor_json(
+        self,
+        params: CursorParams,
+        cursors: Cursors,
+        *,
+        caller: str,
+        q: str | None,
+        include_inactive: bool,
+    ) -> bytes:
+        """A cursor page of products as JSON, by name then id, cached per query and caller (the
+        cursor it hands out is bound to the caller)."""
+        scope = CursorScope(
+            list="products", caller=caller, filters={"q": q, "include_inactive": include_inactive}
+        )
+        after: tuple[str, uuid.UUID] | None = None
+        if params.cursor is not None:
+            key = cursors.decode(scope, params.cursor)
+            try:
+                after = (str(key[0]), uuid.UUID(str(key[1])))
+            except (IndexError, ValueError):  # pragma: no cover - we signed it
+                raise InvalidCursorError from None
+        query = (
+            f"cursor:{caller}:{params.limit}:{params.cursor or ''}:"
+            f"{int(include_inactive)}:{q or ''}"
+        )
+        cache_key = hashlib.sha256(query.encode()).hexdigest()
+
+        async def load() -> bytes:
+            rows = await self.repository.list_after(
+                after=after, limit=params.limit + 1, q=q, include_inactive=include_inactive
+            )
+            products = list(rows[: params.limit])
+            next_cursor = None
+            if len(rows) > params.limit:
+                last = products[-1]
+                next_cursor = cursors.encode(scope, [last.name, str(last.id)])
+            images = await self.images.of_products([product.id for product in products])
+            page = ProductCursorPage(
+                items=[self.to_out(product, images[product.id]) for product in products],
+                next_cursor=next_cursor,
+            )
+            return page.model_dump_json().encode()
+
+        cached = await self.cache.get_or_set(LIST_NAMESPACE, cache_key, load, ttl=self.cache_ttl)
         assert cached is not None
         return cached
 
