@@ -78,7 +78,8 @@ class ObjectStore:
                     session = get_session()
                     await asyncio.to_thread(_load_models, session)
                     creating = session.create_client("s3", **self._options)
-                    client = self._client = await self._stack.enter_async_context(creating)
+                    made: S3Client = await self._stack.enter_async_context(creating)
+                    self._client = client = made
         return client
 
     async def close(self) -> None:
