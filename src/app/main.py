@@ -26,9 +26,10 @@ from app.core.errors import register_error_handlers
 from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
-from app.core.openapi import install_openapi
+from app.core.openapi import TAGS, install_openapi
 from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
+from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
@@ -79,7 +80,14 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="saas-backend",
         version="1.0.0",
-        description="Auth, users, a product catalog and orders, over one REST API.",
+        description=(
+            "Auth, users, a product catalog and orders, over one REST API. Every error is an "
+            "RFC 9457 Problem (`application/problem+json`) with a stable `code`; lists are "
+            "paged; write routes that create take an `Idempotency-Key` where noted. The guide "
+            "to this API is docs/api.md in the repository."
+        ),
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
