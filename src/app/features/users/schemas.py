@@ -23,7 +23,9 @@ class RequestModel(BaseModel):
 
 # An address that was validated when it came in: sent out as it is stored. Validating it again
 # on the way out ran email-validator's IDNA checks on every response (a tenth of `users/me`).
-StoredEmail = Annotated[str, WithJsonSchema({"type": "string", "format": "email"})]
+# `idn-email`: an internationalized domain is stored in its Unicode form (`user@example.ଭାରତ`
+# for `user@example.xn--3hcrj9c`), which JSON Schema's `email` format refuses.
+StoredEmail = Annotated[str, WithJsonSchema({"type": "string", "format": "idn-email"})]
 
 
 class UserOut(BaseModel):
