@@ -7,7 +7,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: help uv sync dev test lint lint-compose audit format typecheck migrate openapi check clean bench
+.PHONY: help uv sync dev test lint lint-compose lint-observability audit format typecheck migrate openapi check clean bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,12 +26,13 @@ dev: sync ## Run the whole system locally (embedded PostgreSQL, Redis, SMTP sink
 test: sync ## Run the test suite with coverage (real PostgreSQL and Redis, see README)
 	$(RUN) pytest
 
-lint: sync ## ruff, hadolint (Dockerfile), actionlint (workflows), docker-compose.yml validation
+lint: sync ## ruff, hadolint, actionlint, docker-compose.yml, alert rules
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint Dockerfile
 	$(RUN) actionlint
 	@$(MAKE) --no-print-directory lint-compose
+	@$(MAKE) --no-print-directory lint-observability
 
 # Validated against .env.example, so that no .env is needed. docker-compose 1.29 (Debian's
 # package) validates without a Docker engine; it is installed when missing and we may (root
@@ -58,6 +59,26 @@ lint-compose: ## Validate docker-compose.yml (docker-compose 1.29 and docker com
 	fi; \
 	[ -n "$$checked" ] || echo "lint: SKIPPED docker-compose.yml validation:" \
 		"neither docker-compose nor docker compose is installed (apt-get install docker-compose)"
+
+# promtool comes with Debian's `prometheus` package (installed when missing and we may, like
+# docker-compose above; its service is not started). The rules' unit tests (promtool test rules)
+# run in the test suite: tests/unit/delivery/test_observability.py.
+lint-observability: ## promtool check rules deploy/observability/alerts.yml
+	@if ! command -v promtool >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+			&& command -v apt-get >/dev/null 2>&1; then \
+		echo "lint: installing prometheus (Debian) for promtool"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq prometheus >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null; } \
+			|| echo "lint: could not install prometheus"; \
+	fi
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules deploy/observability/alerts.yml; \
+	elif [ -n "$$CI" ]; then \
+		echo "lint: promtool is missing (apt-get install prometheus)"; exit 1; \
+	else \
+		echo "lint: SKIPPED promtool check rules: promtool is not installed (apt-get install prometheus)"; \
+	fi
 
 audit: sync ## pip-audit of the locked runtime dependencies (needs PyPI's vulnerability API)
 	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt > .audit-requirements.txt
