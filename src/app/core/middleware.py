@@ -159,6 +159,8 @@ class RequestContextMiddleware:
             duration = time.perf_counter() - started
             route = route_template(scope)
             metrics.observe_request(scope["method"], route, status, duration)
+            if status == 429:  # only rate limits answer 429
+                metrics.rate_limit_rejected(route)
             log.info(
                 "http.request",
                 method=scope["method"],
