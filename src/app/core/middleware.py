@@ -307,9 +307,7 @@ def install_middleware(
 ) -> None:
     """Add the stack; `add_middleware` prepends, so the last added is the outermost."""
     docs_paths = DOCS_PAGES if settings.show_docs else frozenset()
-    app.add_middleware(
-        GuardMiddleware, max_bytes=settings.max_body_bytes, exempt=body_limit_exempt
-    )
+    app.add_middleware(GuardMiddleware, max_bytes=settings.max_body_bytes, exempt=body_limit_exempt)
     app.add_middleware(CompressionMiddleware, minimum_size=1024)
     app.add_middleware(
         CORSMiddleware,
