@@ -250,13 +250,6 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
-    def _require_storage(self) -> Settings:
-        # `saas dev` starts an embedded store; everywhere else the operator names one.
-        if self.environment != "development" and not self.storage_url:
-            raise ValueError("APP_STORAGE_URL is required outside development")
-        return self
-
-    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment != "production":
             return self
@@ -273,6 +266,13 @@ class Settings(BaseSettings):
             )
         if "*" in self.allowed_origins:
             raise ValueError("APP_CORS_ORIGINS must not contain '*' in production")
+        return self
+
+    @model_validator(mode="after")
+    def _require_storage(self) -> Settings:
+        # `saas dev` starts an embedded store; everywhere else the operator names one.
+        if self.environment != "development" and not self.storage_url:
+            raise ValueError("APP_STORAGE_URL is required outside development")
         return self
 
     @property
