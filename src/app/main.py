@@ -37,7 +37,7 @@ from app.core.storage import open_object_store
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
-from app.features.products.router import IMAGE_UPLOAD_ROUTE
+from app.features.products.router import IMAGE_UPLOAD_ROUTE, images_router
 from app.features.products.router import router as products_router
 from app.features.users.router import router as users_router
 from app.shared.cursor import Cursors
@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     # first. Auth comes last: a login costs an argon2 verify, thousands of times the matching.
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
+    app.include_router(images_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)

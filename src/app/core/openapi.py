@@ -66,6 +66,12 @@ TAGS: list[dict[str, str]] = [
         "writes. Prices are integer minor units of the deployment's currency.",
     },
     {
+        "name": "product-images",
+        "description": "Up to 10 images per product in an S3-compatible object store: "
+        "uploads judged by their bytes and stripped of metadata, WebP variants made by the "
+        "worker, absolute URLs that answer a plain GET.",
+    },
+    {
         "name": "orders",
         "description": "Orders of catalog products: stock taken atomically, a status machine "
         "(pending, paid, shipped, delivered, cancelled), `Idempotency-Key` for safe retries, "

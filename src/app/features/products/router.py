@@ -162,6 +162,9 @@ async def delete_product(
 
 # Images ------------------------------------------------------------------------------------
 
+# Their own tag (and operation ids `product-images-*`): a section of their own in the docs.
+images_router = make_router(prefix="/products", tags=["product-images"])
+
 IMAGE_UPLOAD_ROUTE = BodyLimitExemption(
     method="POST", path=re.compile(r"/api/v1/products/[^/]+/images")
 )
@@ -193,8 +196,9 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post(
+@images_router.post(
     "/{product_id}/images",
+    operation_id="product-images-upload",
     response_model=ImageOut,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_UPLOAD_BODY,
@@ -234,8 +238,9 @@ async def upload_image(
     return service.to_out(image)
 
 
-@router.get(
+@images_router.get(
     "/{product_id}/images/{image_id}",
+    operation_id="product-images-get",
     response_model=ImageOut,
     responses=error_responses(ImageNotFoundError),
     openapi_extra=_TOKEN_OPTIONAL,
@@ -252,8 +257,9 @@ async def get_image(
     return service.to_out(await service.get(session, product_id, image_id, admin=is_admin))
 
 
-@router.patch(
+@images_router.patch(
     "/{product_id}/images/{image_id}",
+    operation_id="product-images-update",
     response_model=ImageOut,
     responses=error_responses(*_ADMIN_ERRORS, ImageNotFoundError, *_BODY_ERRORS),
 )
@@ -270,8 +276,9 @@ async def update_image(
     return service.to_out(await service.update(session, product_id, image_id, data))
 
 
-@router.delete(
+@images_router.delete(
     "/{product_id}/images/{image_id}",
+    operation_id="product-images-delete",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(*_ADMIN_ERRORS, ImageNotFoundError),
 )
