@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
 from app.core.database import after_commit
+from app.core.http_cache import stamp, unstamp
 from app.core.logging import get_logger
 from app.features.products.errors import (
     InsufficientStockError,
@@ -39,6 +40,10 @@ log = get_logger(__name__)
 
 LIST_NAMESPACE = "products:list"
 _ACTIVE, _INACTIVE = b"1", b"0"
+# The layout of a cached entry: a flag (details only), the ETag, the JSON. Part of the keys, so
+# that workers of another layout (a rolling deploy) never read each other's entries.
+_LAYOUT = "e1"
+_DETAIL_KEY = f"detail:{_LAYOUT}"
 
 
 def product_namespace(product_id: uuid.UUID) -> str:
@@ -95,31 +100,31 @@ class ProductService:
 
     # Reads -------------------------------------------------------------------------------
 
-    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> bytes:
-        """The product as ProductOut JSON, from the cache when it can; inactive ones only for
-        admins (`include_inactive`)."""
+    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> tuple[str, bytes]:
+        """The product as ProductOut JSON and its ETag, from the cache when it can; inactive
+        ones only for admins (`include_inactive`)."""
 
         async def load() -> bytes | None:
             product = await self.repository.get(product_id)
             if product is None:
                 return None
-            # A one-byte flag in front of the JSON: visibility without parsing it on a hit.
+            # A one-byte flag in front: visibility without parsing the JSON on a hit.
             flag = _ACTIVE if product.is_active else _INACTIVE
             images = (await self.images.of_products([product.id]))[product.id]
-            return flag + self.to_out(product, images).model_dump_json().encode()
+            return flag + stamp(self.to_out(product, images).model_dump_json().encode())
 
         cached = await self.cache.get_or_set(
-            product_namespace(product_id), "detail", load, ttl=self.cache_ttl
+            product_namespace(product_id), _DETAIL_KEY, load, ttl=self.cache_ttl
         )
         if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
             raise ProductNotFoundError(product_id)
-        return cached[1:]
+        return unstamp(cached[1:])
 
     async def list_json(
         self, params: PageParams, *, q: str | None, include_inactive: bool
-    ) -> bytes:
-        """A page of products as JSON, by name then id, cached per query."""
-        query = f"{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
+    ) -> tuple[str, bytes]:
+        """A page of products as JSON and its ETag, by name then id, cached per query."""
+        query = f"{_LAYOUT}:{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
         key = hashlib.sha256(query.encode()).hexdigest()
 
         async def load() -> bytes:
@@ -135,11 +140,11 @@ class ProductService:
                 total=total,
                 params=params,
             )
-            return page.model_dump_json().encode()
+            return stamp(page.model_dump_json().encode())
 
         cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
         assert cached is not None
-        return cached
+        return unstamp(cached)
 
     async def list_cursor_json(
         self,
@@ -149,9 +154,9 @@ class ProductService:
         caller: str,
         q: str | None,
         include_inactive: bool,
-    ) -> bytes:
-        """A cursor page of products as JSON, by name then id, cached per query and caller (the
-        cursor it hands out is bound to the caller)."""
+    ) -> tuple[str, bytes]:
+        """A cursor page of products as JSON and its ETag, by name then id, cached per query
+        and caller (the cursor it hands out is bound to the caller)."""
         scope = CursorScope(
             list="products", caller=caller, filters={"q": q, "include_inactive": include_inactive}
         )
@@ -163,7 +168,7 @@ class ProductService:
             except (IndexError, ValueError):  # pragma: no cover - we signed it
                 raise InvalidCursorError from None
         query = (
-            f"cursor:{caller}:{params.limit}:{params.cursor or ''}:"
+            f"{_LAYOUT}:cursor:{caller}:{params.limit}:{params.cursor or ''}:"
             f"{int(include_inactive)}:{q or ''}"
         )
         cache_key = hashlib.sha256(query.encode()).hexdigest()
@@ -182,11 +187,11 @@ class ProductService:
                 items=[self.to_out(product, images[product.id]) for product in products],
                 next_cursor=next_cursor,
             )
-            return page.model_dump_json().encode()
+            return stamp(page.model_dump_json().encode())
 
         cached = await self.cache.get_or_set(LIST_NAMESPACE, cache_key, load, ttl=self.cache_ttl)
         assert cached is not None
-        return cached
+        return unstamp(cached)
 
     async def out(self, product: Product) -> ProductOut:
         """ProductOut of a product just written, with its images as they are now."""
