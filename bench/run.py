@@ -489,6 +489,9 @@ def app_env(
         # No worker runs during the bench: queued emails stay queued, nothing is sent anywhere.
         "APP_SMTP_HOST": "127.0.0.1",
         "APP_SMTP_PORT": str(smtp_port),
+        # Required in production; no scenario touches an image, and the S3 client is made on
+        # first use, so nothing listens there and nothing needs to.
+        "APP_STORAGE_URL": f"s3://bench-media?endpoint=http://127.0.0.1:{smtp_port}",
         **appglue.rate_limit_env(),
     }
     for item in run.args.set:
