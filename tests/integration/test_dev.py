@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -71,29 +72,35 @@ async def test_embedded_postgres_and_redis_serve_real_connections() -> None:
         redis.stop()
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _beside(args: list[str], cwd: Path, env: dict[str, str], stdin: str = "") -> str:
+    """A command in a second terminal: same directory, no APP_* variable of its own."""
+    result = subprocess.run(
+        args, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
 @pytest.mark.slow
-def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_saas_dev_starts_everything_and_stops_on_ctrl_c() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
-    data_dir = Path(tempfile.mkdtemp(prefix="saas-dev-"))
+    # The default data directory, `.data` under the working directory (kept short: the
+    # embedded PostgreSQL's socket path must fit in 107 bytes).
+    workdir = Path(tempfile.mkdtemp(prefix="saas-dev-"))
+    data_dir = workdir / ".data"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "dev",
-            "--port",
-            str(port),
-            "--no-reload",
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=tmp_path,
+        [sys.executable, "-m", "app.cli", "dev", "--port", str(port), "--no-reload"],
+        cwd=workdir,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    saas = [sys.executable, "-m", "app.cli"]
     try:
         deadline = time.monotonic() + 90
         ready = None
@@ -121,11 +128,63 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         )
         assert me.status_code == 200
         assert me.json()["role"] == "admin"
+
+        # Its settings are in .data/dev.env, owner-only, for the commands run beside it.
+        dev_env = data_dir / "dev.env"
+        assert dev_env.stat().st_mode & 0o777 == 0o600
+        written = dev_env.read_text()
+        for name in ("APP_DATABASE_URL", "APP_REDIS_URL", "APP_JWT_SECRET", "APP_SMTP_PORT"):
+            assert f"{name}=" in written
+        # A second terminal: migrate, create an admin, autogenerate, with nothing set.
+        migrated = _beside([*saas, "migrate"], workdir, env)
+        assert "migrations applied" in migrated
+        assert "dev.env" in migrated
+        _beside(
+            [*saas, "create-admin", "--email", "second@example.com", "--password-stdin"],
+            workdir,
+            env,
+            stdin="a second long passphrase\n",
+        )
+        second = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/login",
+            json={"email": "second@example.com", "password": "a second long passphrase"},
+            timeout=10,
+        )
+        assert second.status_code == 200, second.text  # same database, same JWT secret
+        checked = _beside(
+            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "check"],
+            workdir,
+            env,
+        )
+        assert "No new upgrade operations detected" in checked
+
+        # An email goes through the sink: printed once, without aiosmtpd's chatter.
+        registered = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/register",
+            json={
+                "email": "ada@example.com",
+                "password": "correct horse battery",
+                "full_name": "Ada",
+            },
+            timeout=10,
+        )
+        assert registered.status_code == 201, registered.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list((data_dir / "mail").glob("*.eml")):
+            time.sleep(0.3)
+        assert list((data_dir / "mail").glob("*.eml")), "the verification email never came"
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}/docs" in output
     assert f"Admin     {admin['email']} / {admin['password']}" in output
+    assert "Settings  .data/dev.env" in output
+    assert "Postgres  postgresql+asyncpg://" in output
+    assert "Verify your email" in output
+    assert "handling connection" not in output
+    assert "Peer:" not in output
+    assert not dev_env.exists()  # gone with the servers it described
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
