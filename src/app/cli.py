@@ -273,7 +273,7 @@ def dev(
 
     Nothing needs to be installed or configured first. An APP_* variable you set still wins.
     """
-    from app.dev import EmbeddedPostgres, EmbeddedRedis, SmtpSink
+    from app.dev import EmbeddedPostgres, EmbeddedRedis, EmbeddedUnavailableError, SmtpSink
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -327,6 +327,9 @@ def dev(
                 worker_process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 worker_process.kill()
+    except EmbeddedUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         dev_env.unlink(missing_ok=True)
         for service in reversed(started):

