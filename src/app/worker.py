@@ -28,10 +28,10 @@ from redis.exceptions import RedisError
 from app.config import Settings, get_settings
 from app.core.database import create_engine, create_session_factory
 from app.core.email import SEND_EMAIL_JOB, prune_deliveries, send_email
+from app.core.idempotency import purge_idempotency_keys
 from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
 from app.core.redis import arq_redis_settings, create_redis
-from app.features.orders.tasks import purge_idempotency_keys
 
 log = get_logger(__name__)
 

@@ -1,12 +1,17 @@
-"""The layering rules of ARCHITECTURE.md, checked on the source so that a break fails the build.
+"""The layering rules of docs/architecture.md, checked on the source so that a break fails the
+build.
 
 Each check walks the AST of every module under `src/app` (not a grep: strings and comments that
-mention a forbidden name do not count).
+mention a forbidden name do not count). The newer rules are functions of a list of modules, each
+also run on a planted violation (`TestTheRulesCatchPlantedViolations`), so a rule that silently
+stopped matching anything fails too.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +37,19 @@ class Module:
         return self.name.rsplit(".", 1)[-1]
 
 
-def _modules() -> list[Module]:
+def _modules(root: Path = SRC) -> list[Module]:
     modules = []
-    for path in sorted(SRC.rglob("*.py")):
-        relative = path.relative_to(SRC.parent).with_suffix("")
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root.parent).with_suffix("")
         name = ".".join(relative.parts).removesuffix(".__init__")
         modules.append(Module(path, name, ast.parse(path.read_text(), filename=str(path))))
     return modules
+
+
+def _planted(name: str, source: str) -> Module:
+    """A module that exists only in a test: `name` as if it were under src/app."""
+    path = SRC.parent / Path(*name.split(".")).with_suffix(".py")
+    return Module(path, name, ast.parse(textwrap.dedent(source)))
 
 
 MODULES = _modules()
@@ -162,3 +173,150 @@ def test_no_print_outside_the_command_line() -> None:
         if call == "print"
     ]
     assert offenders == []
+
+
+# The read side -------------------------------------------------------------------------------
+
+# Where the asyncpg connection under SQLAlchemy may be touched: the read side's connection, and
+# the pool's liveness check (it asks the driver whether the socket closed).
+RAW_DRIVER_ALLOWED = {"app.core.reads", "app.core.database"}
+
+
+def raw_driver_access(modules: list[Module]) -> list[str]:
+    """Raw driver access (asyncpg, `driver_connection`, `get_raw_connection`) outside the read
+    side's connection."""
+    offenders = []
+    for module in modules:
+        if module.name in RAW_DRIVER_ALLOWED:
+            continue
+        for line, imported in _imports(module):
+            if imported.split(".")[0] == "asyncpg":
+                offenders.append(f"{_where(module, line)} imports {imported}")
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Attribute) and node.attr in {
+                "driver_connection",
+                "get_raw_connection",
+            }:
+                offenders.append(f"{_where(module, node.lineno)} uses .{node.attr}")
+    return offenders
+
+
+def read_connection_outside_the_read_side(modules: list[Module]) -> list[str]:
+    """Services, repositories and models never see the read-only connection: only a feature's
+    `queries`, the dependencies that build them and the routes that receive them do."""
+    return [
+        f"{_where(module, line)} imports {imported}"
+        for module in modules
+        if module.feature is not None and module.layer in {"service", "repository", "models"}
+        for line, imported in _imports(module)
+        if imported.startswith("app.core.reads")
+    ]
+
+
+# A statement keyword followed by more SQL: prose ("Select a product") does not match.
+SQL = re.compile(
+    r"\b(SELECT\s+[\w*(]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+    r"WHERE\s+[\w(]|FROM\s+\w+\s+(WHERE|JOIN|ORDER)|JOIN\s+\w+\s+ON)"
+)
+
+
+def _literal_text(node: ast.AST) -> str:
+    """The constant text in an expression (the literal parts of an f-string too)."""
+    return " ".join(
+        part.value
+        for part in ast.walk(node)
+        if isinstance(part, ast.Constant) and isinstance(part.value, str)
+    )
+
+
+# The dev servers bootstrap their embedded PostgreSQL through psql, which binds nothing: a
+# database name (an identifier, checked to be one) is formatted into its text.
+SQL_FORMATTING_ALLOWED = {"app.dev"}
+
+
+def sql_assembled_from_strings(modules: list[Module]) -> list[str]:
+    """SQL text built with f-strings, `%`, `.format()` or `.replace()`: statements are either
+    constant text with bound parameters or SQLAlchemy Core expressions."""
+    offenders = []
+    for module in modules:
+        if module.name in SQL_FORMATTING_ALLOWED:
+            continue
+        for node in ast.walk(module.tree):
+            built = None
+            if isinstance(node, ast.JoinedStr):
+                built = "an f-string"
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+                built = "% formatting"
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"replace", "format"}
+            ):
+                built = f".{node.func.attr}()"
+            if built is not None and SQL.search(_literal_text(node)):
+                offenders.append(f"{_where(module, node.lineno)} builds SQL with {built}")
+    return offenders
+
+
+def test_raw_driver_access_only_in_the_read_side() -> None:
+    assert raw_driver_access(MODULES) == []
+
+
+def test_the_read_connection_stays_on_the_read_side() -> None:
+    assert read_connection_outside_the_read_side(MODULES) == []
+
+
+def test_no_sql_text_is_assembled_from_strings() -> None:
+    assert sql_assembled_from_strings(MODULES) == []
+
+
+class TestTheRulesCatchPlantedViolations:
+    """Each rule, run on a module planted with the violation it forbids, reports it."""
+
+    def test_raw_driver_access(self) -> None:
+        planted = _planted(
+            "app.features.orders.repository",
+            """
+            async def read(session):
+                connection = await session.connection()
+                raw = await connection.get_raw_connection()
+                return await raw.driver_connection.fetch("SELECT 1")
+            """,
+        )
+        assert len(raw_driver_access([planted])) == 2
+        importing = _planted("app.features.users.service", "import asyncpg\n")
+        assert raw_driver_access([importing]) == ["app/features/users/service.py:1 imports asyncpg"]
+
+    def test_read_connection_in_a_service(self) -> None:
+        planted = _planted(
+            "app.features.orders.service", "from app.core.reads import ReadConnection\n"
+        )
+        assert read_connection_outside_the_read_side([planted]) != []
+        allowed = _planted(
+            "app.features.orders.queries", "from app.core.reads import ReadConnection\n"
+        )
+        assert read_connection_outside_the_read_side([allowed]) == []
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            'q = f"SELECT {columns} FROM orders WHERE id = $1"',
+            'q = BASE.replace("WHERE o.id = $1", "WHERE o.id = $1 AND o.user_id = $2")',
+            'q = "SELECT id FROM {} WHERE id = $1".format(table)',
+            'q = "DELETE FROM %s" % table',
+            'q = text(f"UPDATE users SET name = {name!r}")',
+        ],
+    )
+    def test_sql_assembled_from_strings(self, source: str) -> None:
+        planted = _planted("app.features.orders.repository", source)
+        assert len(sql_assembled_from_strings([planted])) == 1
+
+    def test_prose_and_bound_sql_are_not_sql_assembly(self) -> None:
+        planted = _planted(
+            "app.features.orders.errors",
+            """
+            detail = f"Select a product from {count} choices"
+            QUERY = text("SELECT id FROM orders WHERE id = :id")
+            """,
+        )
+        assert sql_assembled_from_strings([planted]) == []

@@ -7,13 +7,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from app.core.errors import Problem, UnsupportedMediaTypeError
+from app.core.errors import AppError, Problem, UnsupportedMediaTypeError
+from app.core.idempotency import Replay, pending_key
+
+_IDEMPOTENCY = "app.core.idempotency"
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -42,8 +46,15 @@ class AppRoute(APIRoute):
         body = self.body_field
         return body is not None and not isinstance(body.field_info, Form)
 
+    @property
+    def idempotent(self) -> bool:
+        """Whether the route declares the `idempotent(...)` dependency."""
+        return _declares(self.dependant, "idempotency")
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if self.idempotent:
+            handler = _keeping_outcomes(handler)
         if not self.expects_json:
             return handler
 
@@ -73,6 +84,39 @@ class AppRoute(APIRoute):
                 raise
 
         return json_only
+
+
+def _declares(dependant: Dependant, name: str) -> bool:
+    return any(
+        (getattr(sub.call, "__name__", None) == name and sub.call.__module__ == _IDEMPOTENCY)
+        or _declares(sub, name)
+        for sub in dependant.dependencies
+    )
+
+
+def _keeping_outcomes(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]],
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """Around an idempotent route: answer replays, and store a new outcome (2xx, 4xx) in the
+    request's transaction. This runs inside the route's dependencies' scope: the session has
+    not committed yet when the outcome is stored."""
+
+    async def keeping_outcomes(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except Replay as replay:
+            return replay.outcome.response()
+        except AppError as exc:
+            pending = pending_key(request)
+            if pending is None or exc.status_code >= 500:
+                raise
+            return await pending.store_error(request, exc)
+        pending = pending_key(request)
+        if pending is not None and response.status_code < 500:
+            await pending.store(response)
+        return response
+
+    return keeping_outcomes
 
 
 def _problem_field(route: APIRoute) -> dict[int | str, Any]:

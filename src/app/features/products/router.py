@@ -15,11 +15,10 @@ from app.core.errors import (
     error_responses,
 )
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, OptionalUser
-from app.features.products.deps import ProductServiceDep
+from app.features.auth.deps import AdminUser, OptionalViewer, is_admin
+from app.features.products.deps import ProductQueriesDep, ProductServiceDep
 from app.features.products.errors import ProductNotFoundError, SkuTakenError
 from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
-from app.features.users.models import Role
 from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
@@ -30,15 +29,15 @@ LOCATION_HEADER: dict[str, Any] = {
 }
 _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
 # The public reads take a token but do not need one: `{}` in `security` makes it optional
-# (FastAPI appends this to the scheme the OptionalUser dependency declares).
+# (FastAPI appends this to the scheme the OptionalViewer dependency declares).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 
 
 @router.get("", response_model=ProductPage, openapi_extra=_TOKEN_OPTIONAL)
 async def list_products(
-    user: OptionalUser,
-    service: ProductServiceDep,
+    viewer: OptionalViewer,
+    queries: ProductQueriesDep,
     params: PageParamsDep,
     q: Annotated[
         str | None,
@@ -50,10 +49,9 @@ async def list_products(
 ) -> Response:
     """List the catalog by name, then id. Active products only, unless an admin asks for
     `include_inactive=true`."""
-    is_admin = user is not None and user.role == Role.admin
     query = q.strip() if q else None
-    body = await service.list_json(
-        params, q=query or None, include_inactive=include_inactive and is_admin
+    body = await queries.list_json(
+        params, q=query or None, include_inactive=include_inactive and is_admin(viewer)
     )
     return Response(body, media_type=_JSON)
 
@@ -65,11 +63,10 @@ async def list_products(
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_product(
-    user: OptionalUser, product_id: uuid.UUID, service: ProductServiceDep
+    viewer: OptionalViewer, product_id: uuid.UUID, queries: ProductQueriesDep
 ) -> Response:
     """One product. An inactive product is 404, except for admins."""
-    is_admin = user is not None and user.role == Role.admin
-    body = await service.get_json(product_id, include_inactive=is_admin)
+    body = await queries.get_json(product_id, include_inactive=is_admin(viewer))
     return Response(body, media_type=_JSON)
 
 
