@@ -320,3 +320,153 @@ class TestTheRulesCatchPlantedViolations:
             """,
         )
         assert sql_assembled_from_strings([planted]) == []
+
+
+# Tables and their owners --------------------------------------------------------------------
+
+# A core table belongs to the module that defines it; these modules share one.
+SHARED_CORE_TABLES = {"EmailDelivery": {"app.core.email"}}
+# Imports every model for Alembic; touches none.
+TABLE_REGISTRY = "app.models"
+
+
+def _tables(modules: list[Module]) -> dict[str, tuple[Module, str]]:
+    """Every table model: class name -> (defining module, table name)."""
+    tables = {}
+    for module in modules:
+        for node in ast.walk(module.tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            is_table = any(
+                kw.arg == "table" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+                for kw in node.keywords
+            )
+            if not is_table:
+                continue
+            name = node.name
+            for item in node.body:
+                targets = (
+                    [item.target]
+                    if isinstance(item, ast.AnnAssign)
+                    else item.targets
+                    if isinstance(item, ast.Assign)
+                    else []
+                )
+                value = item.value
+                named = any(isinstance(t, ast.Name) and t.id == "__tablename__" for t in targets)
+                if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    tables[name] = (module, value.value)
+    return tables
+
+
+def _owns(owner: Module, user: Module, table_class: str) -> bool:
+    if user.name == owner.name or user.name == TABLE_REGISTRY:
+        return True
+    if owner.feature is not None:
+        return user.feature == owner.feature
+    return user.name in SHARED_CORE_TABLES.get(table_class, set())
+
+
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """ids of every node inside a type (an annotation, or a type alias such as
+    `Annotated[User, ...]`): using a table as a type is not a query."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.Subscript):
+            annotations.append(node.slice)
+        if isinstance(node, ast.AnnAssign | ast.arg):
+            annotations.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        for annotation in annotations:
+            if annotation is not None:
+                inside.update(id(child) for child in ast.walk(annotation))
+    return inside
+
+
+def foreign_table_access(modules: list[Module]) -> list[str]:
+    """A module using another feature's (or another core module's) table in code, or naming
+    it in SQL text: each table is read and written only by its owner."""
+    tables = _tables(modules)
+    offenders = []
+    for module in modules:
+        foreign = {
+            name: table for name, (owner, table) in tables.items() if not _owns(owner, module, name)
+        }
+        if not foreign:
+            continue
+        annotations = _annotation_nodes(module.tree)
+        foreign_tables = set(foreign.values())
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Name) and node.id in foreign and id(node) not in annotations:
+                offenders.append(f"{_where(module, node.lineno)} uses {node.id}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for match in re.finditer(
+                    r"\b(?:FROM|JOIN|INTO|UPDATE)\s+(\w+)", node.value, flags=re.IGNORECASE
+                ):
+                    if match.group(1) in foreign_tables:
+                        offenders.append(
+                            f"{_where(module, node.lineno)} names table {match.group(1)}"
+                        )
+    return offenders
+
+
+def test_each_table_is_used_only_by_its_owner() -> None:
+    assert foreign_table_access(MODULES) == []
+
+
+class TestTheTableRuleCatchesPlantedViolations:
+    def test_a_feature_selecting_another_features_table(self) -> None:
+        users = _planted(
+            "app.features.users.models",
+            """
+            class User(UUIDModel, table=True):
+                __tablename__ = "users"
+            """,
+        )
+        orders = _planted(
+            "app.features.orders.repository",
+            """
+            from app.features.users.models import User
+
+            async def owner_email(session, user_id: uuid.UUID, owner: User) -> str:
+                return await session.scalar(select(User.email).where(User.id == user_id))
+            """,
+        )
+        offenders = foreign_table_access([users, orders])
+        assert offenders == [
+            "app/features/orders/repository.py:5 uses User",
+            "app/features/orders/repository.py:5 uses User",
+        ]
+
+    def test_sql_text_naming_another_features_table(self) -> None:
+        users = _planted(
+            "app.features.users.models",
+            'class User(SQLModel, table=True):\n    __tablename__ = "users"\n',
+        )
+        orders = _planted(
+            "app.features.orders.queries",
+            'Q = text("SELECT o.id FROM orders o JOIN users u ON u.id = o.user_id")\n',
+        )
+        assert foreign_table_access([users, orders]) == [
+            "app/features/orders/queries.py:1 names table users"
+        ]
+
+    def test_the_outbox_belongs_to_its_module_alone(self) -> None:
+        outbox = _planted(
+            "app.core.outbox",
+            'class OutboxMessage(UUIDModel, table=True):\n    __tablename__ = "outbox"\n',
+        )
+        email = _planted(
+            "app.core.email",
+            """
+            from app.core.outbox import OutboxMessage
+
+            STATEMENT = update(OutboxMessage).values(payload={})
+            """,
+        )
+        assert foreign_table_access([outbox, email]) == ["app/core/email.py:4 uses OutboxMessage"]
+        # Its own module and the Alembic registry may.
+        registry = _planted("app.models", "from app.core import outbox\nTABLES = [OutboxMessage]\n")
+        assert foreign_table_access([outbox, registry]) == []

@@ -15,7 +15,6 @@ from sqlmodel import col
 from app.core.database import uuid7
 from app.features.orders.models import Order, OrderLine, OrderStatusChange
 from app.features.orders.queries import OrderView
-from app.features.users.models import User
 
 # The statement of order creation, built once: every order then skips building, hashing and
 # compiling it, and PostgreSQL sees the same text whatever the number of lines.
@@ -103,8 +102,3 @@ class OrderRepository:
     async def record_change(self, change: OrderStatusChange) -> None:
         self.session.add(change)
         await self.session.flush()
-
-    async def owner_email(self, order: Order) -> str | None:
-        statement = select(col(User.email)).where(col(User.id) == order.user_id)
-        email: str | None = (await self.session.execute(statement)).scalar_one_or_none()
-        return email

@@ -25,6 +25,7 @@ from app.features.orders.repository import OrderRepository
 from app.features.orders.schemas import OrderCreate
 from app.features.products.service import ProductService, StockLine
 from app.features.users.models import Role, User
+from app.features.users.service import UserService
 
 log = get_logger(__name__)
 
@@ -205,10 +206,10 @@ class OrderService:
         out = view_of(order, lines)
         template = _STATUS_EMAILS.get(target)
         if template is not None:
-            email = await self.repository.owner_email(order)
-            if email is not None:
+            owner = await UserService(self.session).get(order.user_id)
+            if owner is not None:
                 await queue_email(
-                    self.session, to=email, template=template, context=email_context(out)
+                    self.session, to=owner.email, template=template, context=email_context(out)
                 )
         log.info(
             "order.status_changed",
