@@ -50,7 +50,7 @@ from sqlmodel import col
 from structlog.contextvars import bound_contextvars
 
 from app.config import Settings
-from app.core import outbox
+from app.core import metrics, outbox
 from app.core.database import session_scope, utcnow
 from app.core.email_deliveries import DeliveryStatus, EmailDelivery
 from app.core.logging import get_logger
@@ -305,6 +305,7 @@ async def deliver(
     )
     if isinstance(claim, str):
         log.info("email.skipped", status=claim, message_id=message_id)
+        metrics.email_delivery("skipped")
         return claim
     if isinstance(claim, float):
         log.info("email.claimed_elsewhere", retry_in_s=claim, message_id=message_id)
@@ -333,12 +334,14 @@ async def deliver(
         else:
             status = DeliveryStatus.pending
             retry_in = backoff_seconds(settings, job_try)
+            metrics.email_delivery("retried")
             log.warning("email.deferred", retry_in_s=retry_in, error=error)
     else:
         log.info("email.sent", message_id=message_id, attempts=job_try)
     await _record(factory, outbox_id, status=status, error=error)
     if retry_in is not None:
         raise Retry(defer=retry_in)
+    metrics.email_delivery(str(status))
     return str(status)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import String, Table, bindparam, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.cache import Cache
+from app.core.http_cache import stamp, unstamp
 from app.core.reads import ReadConnection, ReadQuery, Row, read_query
 from app.features.products.errors import ProductNotFoundError
 from app.features.products.models import Product
@@ -23,6 +24,10 @@ from app.shared.text import like_pattern
 
 LIST_NAMESPACE = "products:list"
 _ACTIVE, _INACTIVE = b"1", b"0"
+# The layout of a cached entry: a flag (details only), the ETag, the JSON. Part of the keys, so
+# that workers of another layout (a rolling deploy) never read each other's entries.
+_LAYOUT = "e1"
+_DETAIL_KEY = f"detail:{_LAYOUT}"
 
 _PRODUCTS: Table = Product.__table__  # type: ignore[attr-defined]
 # The columns of ProductOut, looked up in the table's metadata (the currency is the deployment's).
@@ -87,30 +92,30 @@ class ProductQueries:
             updated_at=row["updated_at"],
         )
 
-    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> bytes:
-        """The product as ProductOut JSON, from the cache when it can; inactive ones only for
-        admins (`include_inactive`)."""
+    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> tuple[str, bytes]:
+        """The product as ProductOut JSON and its ETag, from the cache when it can; inactive
+        ones only for admins (`include_inactive`)."""
 
         async def load() -> bytes | None:
             row = await self.connection.fetchrow(_BY_ID, product_id=product_id)
             if row is None:
                 return None
-            # A one-byte flag in front of the JSON: visibility without parsing it on a hit.
+            # A one-byte flag in front: visibility without parsing the JSON on a hit.
             flag = _ACTIVE if row["is_active"] else _INACTIVE
-            return flag + self._out(row).model_dump_json().encode()
+            return flag + stamp(self._out(row).model_dump_json().encode())
 
         cached = await self.cache.get_or_set(
-            product_namespace(product_id), "detail", load, ttl=self.cache_ttl
+            product_namespace(product_id), _DETAIL_KEY, load, ttl=self.cache_ttl
         )
         if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
             raise ProductNotFoundError(product_id)
-        return cached[1:]
+        return unstamp(cached[1:])
 
     async def list_json(
         self, params: PageParams, *, q: str | None, include_inactive: bool
-    ) -> bytes:
-        """A page of products as JSON, by name then id, cached per query."""
-        query = f"{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
+    ) -> tuple[str, bytes]:
+        """A page of products as JSON and its ETag, by name then id, cached per query."""
+        query = f"{_LAYOUT}:{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
         key = hashlib.sha256(query.encode()).hexdigest()
 
         async def load() -> bytes:
@@ -127,8 +132,8 @@ class ProductQueries:
                 # Past the last page: the window count has no row to ride on.
                 total = int(await self.connection.fetchval(count_query, **values))
             page = ProductPage.of([self._out(row) for row in rows], total=total, params=params)
-            return page.model_dump_json().encode()
+            return stamp(page.model_dump_json().encode())
 
         cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
         assert cached is not None
-        return cached
+        return unstamp(cached)

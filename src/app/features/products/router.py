@@ -1,4 +1,9 @@
-"""`/api/v1/products`: the public catalog and its admin writes."""
+"""`/api/v1/products`: the public catalog and its admin writes.
+
+The two reads answer with a strong ETag and `If-None-Match` gets a 304 (core/http_cache.py):
+`Cache-Control: public` for anonymous callers, `private` for a signed-in one (an admin may see
+inactive products); `Vary: Authorization, Accept-Encoding` either way.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,17 @@ from app.core.errors import (
     UnsupportedMediaTypeError,
     error_responses,
 )
+from app.core.http_cache import PRIVATE, conditional_json, public_cache_control
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, OptionalViewer, is_admin
 from app.features.products.deps import ProductQueriesDep, ProductServiceDep
 from app.features.products.errors import ProductNotFoundError, SkuTakenError
 from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.features.users.queries import UserView
 from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
 
-_JSON = "application/json"
 LOCATION_HEADER: dict[str, Any] = {
     "Location": {"description": "URL of the created product.", "schema": {"type": "string"}}
 }
@@ -32,10 +38,42 @@ _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
 # (FastAPI appends this to the scheme the OptionalViewer dependency declares).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
+_VALIDATORS: dict[str, Any] = {
+    "ETag": {
+        "description": "Strong tag of the JSON (`-gz` suffix when gzip-coded); send it back in "
+        "`If-None-Match` for a 304.",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "`public, no-cache` for anonymous callers (or `public, max-age=N` when "
+        "`APP_CATALOG_MAX_AGE_SECONDS` is set), `private, no-cache` for a signed-in one.",
+        "schema": {"type": "string"},
+    },
+    "Vary": {"description": "`Authorization, Accept-Encoding`.", "schema": {"type": "string"}},
+}
+_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not Modified: `If-None-Match` holds the current ETag; no body.",
+        "headers": _VALIDATORS,
+    }
+}
 
 
-@router.get("", response_model=ProductPage, openapi_extra=_TOKEN_OPTIONAL)
+def _cache_control(request: Request, user: UserView | None) -> str:
+    if user is not None:
+        return PRIVATE
+    max_age: int = request.app.state.settings.catalog_max_age_seconds
+    return public_cache_control(max_age)
+
+
+@router.get(
+    "",
+    response_model=ProductPage,
+    responses={200: {"headers": _VALIDATORS}, **_NOT_MODIFIED},
+    openapi_extra=_TOKEN_OPTIONAL,
+)
 async def list_products(
+    request: Request,
     viewer: OptionalViewer,
     queries: ProductQueriesDep,
     params: PageParamsDep,
@@ -50,24 +88,32 @@ async def list_products(
     """List the catalog by name, then id. Active products only, unless an admin asks for
     `include_inactive=true`."""
     query = q.strip() if q else None
-    body = await queries.list_json(
+    etag, body = await queries.list_json(
         params, q=query or None, include_inactive=include_inactive and is_admin(viewer)
     )
-    return Response(body, media_type=_JSON)
+    return conditional_json(
+        request.scope, etag, body, cache_control=_cache_control(request, viewer)
+    )
 
 
 @router.get(
     "/{product_id}",
     response_model=ProductOut,
-    responses=error_responses(ProductNotFoundError),
+    responses={
+        200: {"headers": _VALIDATORS},
+        **_NOT_MODIFIED,
+        **error_responses(ProductNotFoundError),
+    },
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_product(
-    viewer: OptionalViewer, product_id: uuid.UUID, queries: ProductQueriesDep
+    request: Request, viewer: OptionalViewer, product_id: uuid.UUID, queries: ProductQueriesDep
 ) -> Response:
     """One product. An inactive product is 404, except for admins."""
-    body = await queries.get_json(product_id, include_inactive=is_admin(viewer))
-    return Response(body, media_type=_JSON)
+    etag, body = await queries.get_json(product_id, include_inactive=is_admin(viewer))
+    return conditional_json(
+        request.scope, etag, body, cache_control=_cache_control(request, viewer)
+    )
 
 
 @router.post(
