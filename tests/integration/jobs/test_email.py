@@ -126,7 +126,12 @@ class TestNoLockDuringSmtp:
     ) -> None:
         """A server that accepts and never greets: the send hangs until the SMTP timeout. The
         delivery row must be free (claimed with a lease) the whole time."""
-        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def never_greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+
+        silent = await asyncio.start_server(never_greet, "127.0.0.1", 0)
         port = silent.sockets[0].getsockname()[1]
         settings = make_settings(smtp_port=port, smtp_timeout_seconds=1.5)
         outbox_id = uuid.uuid4()
@@ -159,6 +164,9 @@ class TestNoLockDuringSmtp:
             with pytest.raises(Retry):
                 await sending
         finally:
+            for writer in accepted:
+                writer.close()
+                await writer.wait_closed()
             silent.close()
             await silent.wait_closed()
         record = await delivery(db_conn, outbox_id)
