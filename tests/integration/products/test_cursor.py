@@ -9,10 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 from httpx import AsyncClient
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.features.products.repository import ProductRepository
+from app.core.reads import read_query
+from app.features.products.queries import keyset_statement
 from app.features.users.models import Role
 from tests.integration.catalog import Login, ProductFactory, assert_problem
 
@@ -223,7 +222,7 @@ class TestCursorTampering:
 
 class TestKeysetPlan:
     async def test_a_deep_page_reads_no_more_rows_than_the_first(
-        self, db_engine: AsyncEngine, db_conn: asyncpg.Connection
+        self, db_conn: asyncpg.Connection
     ) -> None:
         await db_conn.execute(
             "INSERT INTO products (id, sku, name, price_cents, stock, is_active) "
@@ -234,18 +233,20 @@ class TestKeysetPlan:
         deep = await db_conn.fetchrow(
             "SELECT name, id FROM products ORDER BY name, id OFFSET 19000 LIMIT 1"
         )
-        async with AsyncSession(db_engine) as session:
-            repository = ProductRepository(session)
-            plans = []
-            for after in (None, (deep["name"], deep["id"])):
-                statement = repository.list_after_statement(
-                    after=after, limit=21, q=None, include_inactive=False
-                )
-                compiled = statement.compile(
-                    dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-                )
-                plan = await db_conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}")
-                plans.append(plan)
+        plans = []
+        for after in (None, (deep["name"], deep["id"])):
+            # The statement the app runs (compiled once, at import, for asyncpg).
+            query = read_query(
+                keyset_statement(include_inactive=False, q=False, after=after is not None)
+            )
+            values: dict[str, Any] = {"limit": 21}
+            if after is not None:
+                values["after_name"], values["after_id"] = after
+            plan = await db_conn.fetchval(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query.text}",
+                *query.arguments(values),
+            )
+            plans.append(plan)
         import json
 
         first, deeper = (json.loads(plan)[0]["Plan"] for plan in plans)

@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.cache import Cache
 from app.core.database import after_commit, session_scope
-from app.core.jobs import enqueue
 from app.core.logging import get_logger
+from app.core.outbox import enqueue
 from app.core.storage import ObjectStore, StorageUnavailableError
 from app.features.products.errors import (
     ImageFileInvalidError,
@@ -39,9 +39,9 @@ from app.features.products.errors import (
 )
 from app.features.products.media import image_out, object_keys
 from app.features.products.models import MAX_IMAGES_PER_PRODUCT, ImageStatus, ProductImage
+from app.features.products.queries import LIST_NAMESPACE, product_namespace
 from app.features.products.repository import ImageRepository, ProductRepository
 from app.features.products.schemas import ImageOut, ImageUpdate
-from app.features.products.service import LIST_NAMESPACE, product_namespace
 from app.features.products.uploads import ImageForm
 
 if TYPE_CHECKING:

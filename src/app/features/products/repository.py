@@ -6,19 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import (
-    Select,
-    String,
-    Uuid,
-    case,
-    func,
-    literal,
-    or_,
-    select,
-    text,
-    tuple_,
-    update,
-)
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -59,11 +47,6 @@ def _constraint_of(exc: IntegrityError) -> str | None:
     return str(name) if name else None
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 class ProductRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -85,82 +68,6 @@ class ProductRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
-
-    @staticmethod
-    def _list_conditions(q: str | None, include_inactive: bool) -> list[Any]:
-        conditions: list[Any] = []
-        if not include_inactive:
-            conditions.append(col(Product.is_active).is_(True))
-        if q:
-            pattern = _like_pattern(q)
-            conditions.append(
-                or_(
-                    col(Product.name).ilike(pattern, escape="\\"),
-                    col(Product.sku).ilike(pattern, escape="\\"),
-                )
-            )
-        return conditions
-
-    async def list(
-        self, *, offset: int, limit: int, q: str | None, include_inactive: bool
-    ) -> tuple[Sequence[Product], int]:
-        """One page ordered by name then id, and the total, in one round trip."""
-        conditions = self._list_conditions(q, include_inactive)
-        total = func.count().over().label("total")
-        statement = (
-            select(Product, total)
-            .where(*conditions)
-            .order_by(col(Product.name), col(Product.id))
-            .offset(offset)
-            .limit(limit)
-        )
-        rows = (await self.session.execute(statement)).all()
-        if rows:
-            return [row[0] for row in rows], int(rows[0][1])
-        if offset == 0:
-            return [], 0
-        # Past the last page: the window count has no row to ride on.
-        count = select(func.count()).select_from(Product).where(*conditions)
-        return [], int((await self.session.execute(count)).scalar_one())
-
-    def list_after_statement(
-        self,
-        *,
-        after: tuple[str, uuid.UUID] | None,
-        limit: int,
-        q: str | None,
-        include_inactive: bool,
-    ) -> Select[Product]:
-        """Keyset page: the `limit` products after `(name, id)` in name-then-id order.
-
-        The row comparison walks `ix_products_name_id` from the cursor on, so a deep page reads
-        as few rows as the first.
-        """
-        conditions = self._list_conditions(q, include_inactive)
-        if after is not None:
-            conditions.append(
-                tuple_(col(Product.name), col(Product.id))
-                > tuple_(literal(after[0], String()), literal(after[1], Uuid()))
-            )
-        return (
-            select(Product)
-            .where(*conditions)
-            .order_by(col(Product.name), col(Product.id))
-            .limit(limit)
-        )
-
-    async def list_after(
-        self,
-        *,
-        after: tuple[str, uuid.UUID] | None,
-        limit: int,
-        q: str | None,
-        include_inactive: bool,
-    ) -> Sequence[Product]:
-        statement = self.list_after_statement(
-            after=after, limit=limit, q=q, include_inactive=include_inactive
-        )
-        return (await self.session.execute(statement)).scalars().all()
 
     async def lock_for_order(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StockRow]:
         """The products by id, each row locked until the transaction ends, for an order to take

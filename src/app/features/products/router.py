@@ -26,8 +26,8 @@ from app.core.errors import (
 from app.core.http_cache import PRIVATE, conditional_json, public_cache_control
 from app.core.middleware import BodyLimitExemption
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, OptionalUser
-from app.features.products.deps import ImageServiceDep, ProductServiceDep
+from app.features.auth.deps import AdminUser, OptionalViewer, is_admin
+from app.features.products.deps import ImageServiceDep, ProductQueriesDep, ProductServiceDep
 from app.features.products.errors import (
     ImageNotFoundError,
     ProductNotFoundError,
@@ -44,7 +44,7 @@ from app.features.products.schemas import (
     ProductUpdate,
 )
 from app.features.products.uploads import read_image_form
-from app.features.users.models import Role, User
+from app.features.users.queries import UserView
 from app.shared.cursor import CursorParams, ListParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
@@ -54,7 +54,7 @@ LOCATION_HEADER: dict[str, Any] = {
 }
 _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
 # The public reads take a token but do not need one: `{}` in `security` makes it optional
-# (FastAPI appends this to the scheme the OptionalUser dependency declares).
+# (FastAPI appends this to the scheme the OptionalViewer dependency declares).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 _VALIDATORS: dict[str, Any] = {
@@ -78,7 +78,7 @@ _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _cache_control(request: Request, user: User | None) -> str:
+def _cache_control(request: Request, user: UserView | None) -> str:
     if user is not None:
         return PRIVATE
     max_age: int = request.app.state.settings.catalog_max_age_seconds
@@ -97,8 +97,8 @@ def _cache_control(request: Request, user: User | None) -> str:
 )
 async def list_products(
     request: Request,
-    user: OptionalUser,
-    service: ProductServiceDep,
+    viewer: OptionalViewer,
+    queries: ProductQueriesDep,
     params: ListParamsDep,
     q: Annotated[
         str | None,
@@ -114,20 +114,21 @@ async def list_products(
     Two forms: `page`/`page_size` (the default) answers a page with its total; `limit` (and then
     `cursor`) answers a cursor page, whose deep pages cost what the first does. Mixing them, or a
     cursor of another list, filter or caller, is 422."""
-    is_admin = user is not None and user.role == Role.admin
     query = (q.strip() if q else None) or None
-    inactive = include_inactive and is_admin
+    inactive = include_inactive and is_admin(viewer)
     if isinstance(params, CursorParams):
-        etag, body = await service.list_cursor_json(
+        etag, body = await queries.list_cursor_json(
             params,
             request.app.state.cursors,
-            caller=str(user.id) if user is not None else "anonymous",
+            caller=str(viewer.id) if viewer is not None else "anonymous",
             q=query,
             include_inactive=inactive,
         )
     else:
-        etag, body = await service.list_json(params, q=query, include_inactive=inactive)
-    return conditional_json(request.scope, etag, body, cache_control=_cache_control(request, user))
+        etag, body = await queries.list_json(params, q=query, include_inactive=inactive)
+    return conditional_json(
+        request.scope, etag, body, cache_control=_cache_control(request, viewer)
+    )
 
 
 @router.get(
@@ -141,12 +142,13 @@ async def list_products(
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_product(
-    request: Request, user: OptionalUser, product_id: uuid.UUID, service: ProductServiceDep
+    request: Request, viewer: OptionalViewer, product_id: uuid.UUID, queries: ProductQueriesDep
 ) -> Response:
     """One product. An inactive product is 404, except for admins."""
-    is_admin = user is not None and user.role == Role.admin
-    etag, body = await service.get_json(product_id, include_inactive=is_admin)
-    return conditional_json(request.scope, etag, body, cache_control=_cache_control(request, user))
+    etag, body = await queries.get_json(product_id, include_inactive=is_admin(viewer))
+    return conditional_json(
+        request.scope, etag, body, cache_control=_cache_control(request, viewer)
+    )
 
 
 @router.post(
@@ -170,7 +172,7 @@ async def create_product(
     response.headers["Location"] = str(
         request.app.url_path_for("get_product", product_id=str(product.id))
     )
-    return service.to_out(product)  # a new product has no images yet
+    return service.to_out(product)
 
 
 @router.patch(
@@ -285,15 +287,15 @@ async def upload_image(
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_image(
-    user: OptionalUser,
+    viewer: OptionalViewer,
     product_id: uuid.UUID,
     image_id: uuid.UUID,
     session: SessionDep,
     service: ImageServiceDep,
 ) -> ImageOut:
     """One image of a product (an inactive product's only for admins)."""
-    is_admin = user is not None and user.role == Role.admin
-    return service.to_out(await service.get(session, product_id, image_id, admin=is_admin))
+    admin = is_admin(viewer)
+    return service.to_out(await service.get(session, product_id, image_id, admin=admin))
 
 
 @images_router.patch(

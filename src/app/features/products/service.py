@@ -1,4 +1,4 @@
-"""The catalog's rules: admin writes, cached public reads, and stock for orders.
+"""The catalog's rules: admin writes and stock for orders (the cached reads are in `queries`).
 
 Every write invalidates the cache after its transaction commits (the namespace of the product
 and that of the lists), so the very next read sees it. Orders take and give back stock through
@@ -7,7 +7,6 @@ this service, which is what keeps the cached stock never older than the last ord
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
 from app.core.database import after_commit
-from app.core.http_cache import stamp, unstamp
 from app.core.logging import get_logger
 from app.features.products.errors import (
     InsufficientStockError,
@@ -25,29 +23,11 @@ from app.features.products.errors import (
 )
 from app.features.products.media import image_out
 from app.features.products.models import Product, ProductImage
+from app.features.products.queries import LIST_NAMESPACE, product_namespace
 from app.features.products.repository import ImageRepository, ProductRepository, StockRow
-from app.features.products.schemas import (
-    ProductCreate,
-    ProductCursorPage,
-    ProductOut,
-    ProductPage,
-    ProductUpdate,
-)
-from app.shared.cursor import CursorParams, Cursors, CursorScope, InvalidCursorError
-from app.shared.pagination import PageParams
+from app.features.products.schemas import ProductCreate, ProductOut, ProductUpdate
 
 log = get_logger(__name__)
-
-LIST_NAMESPACE = "products:list"
-_ACTIVE, _INACTIVE = b"1", b"0"
-# The layout of a cached entry: a flag (details only), the ETag, the JSON. Part of the keys, so
-# that workers of another layout (a rolling deploy) never read each other's entries.
-_LAYOUT = "e1"
-_DETAIL_KEY = f"detail:{_LAYOUT}"
-
-
-def product_namespace(product_id: uuid.UUID) -> str:
-    return f"products:{product_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,101 +77,6 @@ class ProductService:
             await self.cache.invalidate(namespaces)
 
         after_commit(self.session, invalidate)
-
-    # Reads -------------------------------------------------------------------------------
-
-    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> tuple[str, bytes]:
-        """The product as ProductOut JSON and its ETag, from the cache when it can; inactive
-        ones only for admins (`include_inactive`)."""
-
-        async def load() -> bytes | None:
-            product = await self.repository.get(product_id)
-            if product is None:
-                return None
-            # A one-byte flag in front: visibility without parsing the JSON on a hit.
-            flag = _ACTIVE if product.is_active else _INACTIVE
-            images = (await self.images.of_products([product.id]))[product.id]
-            return flag + stamp(self.to_out(product, images).model_dump_json().encode())
-
-        cached = await self.cache.get_or_set(
-            product_namespace(product_id), _DETAIL_KEY, load, ttl=self.cache_ttl
-        )
-        if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
-            raise ProductNotFoundError(product_id)
-        return unstamp(cached[1:])
-
-    async def list_json(
-        self, params: PageParams, *, q: str | None, include_inactive: bool
-    ) -> tuple[str, bytes]:
-        """A page of products as JSON and its ETag, by name then id, cached per query."""
-        query = f"{_LAYOUT}:{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
-        key = hashlib.sha256(query.encode()).hexdigest()
-
-        async def load() -> bytes:
-            products, total = await self.repository.list(
-                offset=params.offset,
-                limit=params.limit,
-                q=q,
-                include_inactive=include_inactive,
-            )
-            images = await self.images.of_products([product.id for product in products])
-            page = ProductPage.of(
-                [self.to_out(product, images[product.id]) for product in products],
-                total=total,
-                params=params,
-            )
-            return stamp(page.model_dump_json().encode())
-
-        cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
-        assert cached is not None
-        return unstamp(cached)
-
-    async def list_cursor_json(
-        self,
-        params: CursorParams,
-        cursors: Cursors,
-        *,
-        caller: str,
-        q: str | None,
-        include_inactive: bool,
-    ) -> tuple[str, bytes]:
-        """A cursor page of products as JSON and its ETag, by name then id, cached per query
-        and caller (the cursor it hands out is bound to the caller)."""
-        scope = CursorScope(
-            list="products", caller=caller, filters={"q": q, "include_inactive": include_inactive}
-        )
-        after: tuple[str, uuid.UUID] | None = None
-        if params.cursor is not None:
-            key = cursors.decode(scope, params.cursor)
-            try:
-                after = (str(key[0]), uuid.UUID(str(key[1])))
-            except (IndexError, ValueError):  # pragma: no cover - we signed it
-                raise InvalidCursorError from None
-        query = (
-            f"{_LAYOUT}:cursor:{caller}:{params.limit}:{params.cursor or ''}:"
-            f"{int(include_inactive)}:{q or ''}"
-        )
-        cache_key = hashlib.sha256(query.encode()).hexdigest()
-
-        async def load() -> bytes:
-            rows = await self.repository.list_after(
-                after=after, limit=params.limit + 1, q=q, include_inactive=include_inactive
-            )
-            products = list(rows[: params.limit])
-            next_cursor = None
-            if len(rows) > params.limit:
-                last = products[-1]
-                next_cursor = cursors.encode(scope, [last.name, str(last.id)])
-            images = await self.images.of_products([product.id for product in products])
-            page = ProductCursorPage(
-                items=[self.to_out(product, images[product.id]) for product in products],
-                next_cursor=next_cursor,
-            )
-            return stamp(page.model_dump_json().encode())
-
-        cached = await self.cache.get_or_set(LIST_NAMESPACE, cache_key, load, ttl=self.cache_ttl)
-        assert cached is not None
-        return unstamp(cached)
 
     async def out(self, product: Product) -> ProductOut:
         """ProductOut of a product just written, with its images as they are now."""

@@ -18,8 +18,8 @@ from app.core.database import session_scope
 from app.core.logging import get_logger
 from app.core.storage import ObjectStore
 from app.features.products.media import VARIANT_CONTENT_TYPE, variant_key
+from app.features.products.queries import LIST_NAMESPACE, product_namespace
 from app.features.products.repository import ImageRepository
-from app.features.products.service import LIST_NAMESPACE, product_namespace
 
 log = get_logger(__name__)
 
