@@ -30,6 +30,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from app.core import tracing
 from app.core.database import after_commit, session_scope, utcnow, uuid7
 from app.core.logging import get_logger
 from app.core.outbox import OutboxMessage
@@ -45,7 +46,10 @@ _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 # or compilation on the response path).
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_OUTBOX).values(
-    id=bindparam("id"), job_name=bindparam("job_name"), payload=bindparam("payload")
+    id=bindparam("id"),
+    job_name=bindparam("job_name"),
+    payload=bindparam("payload"),
+    trace_context=bindparam("trace_context"),
 )
 _MARK_HANDED_OFF = (
     update(_OUTBOX)
@@ -64,7 +68,11 @@ class JobDispatcher:
     async def hand_off(self, outbox_id: uuid.UUID, job_name: str) -> None:
         """The fast path: queue one committed row now; on a Redis failure leave it to the relay."""
         try:
-            await _enqueue_arq(self.redis, outbox_id, job_name)
+            with tracing.span(
+                "outbox hand-off",
+                **{"messaging.system": "arq", "outbox.id": str(outbox_id), "job.name": job_name},
+            ):
+                await _enqueue_arq(self.redis, outbox_id, job_name)
         except _REDIS_DOWN as exc:
             log.warning(
                 "outbox.handoff_deferred",
@@ -114,7 +122,15 @@ async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any])
     """
     data = _normalised(payload)
     outbox_id = uuid7()
-    await session.execute(_INSERT, {"id": outbox_id, "job_name": job_name, "payload": data})
+    await session.execute(
+        _INSERT,
+        {
+            "id": outbox_id,
+            "job_name": job_name,
+            "payload": data,
+            "trace_context": tracing.current_context(),
+        },
+    )
     dispatcher: JobDispatcher | None = session.info.get(_DISPATCHER_KEY)
     if dispatcher is not None:
 
@@ -137,13 +153,23 @@ JobFunction = Callable[..., Awaitable[Any]]
 async def load_payload(
     factory: async_sessionmaker[AsyncSession], outbox_id: uuid.UUID
 ) -> dict[str, Any] | None:
+    row = await _load_row(factory, outbox_id)
+    return None if row is None else row[0]
+
+
+async def _load_row(
+    factory: async_sessionmaker[AsyncSession], outbox_id: uuid.UUID
+) -> tuple[dict[str, Any], dict[str, str] | None] | None:
+    """The payload of an outbox row and the trace context it was written in."""
     async with session_scope(factory) as session:
-        payload: dict[str, Any] | None = (
+        row = (
             await session.execute(
-                select(col(OutboxMessage.payload)).where(col(OutboxMessage.id) == outbox_id)
+                select(col(OutboxMessage.payload), col(OutboxMessage.trace_context)).where(
+                    col(OutboxMessage.id) == outbox_id
+                )
             )
-        ).scalar_one_or_none()
-    return payload
+        ).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 def outbox_job(function: JobFunction) -> WorkerCoroutine:
@@ -163,11 +189,18 @@ def outbox_job(function: JobFunction) -> WorkerCoroutine:
         except ValueError:
             log.error("outbox.job_without_row", job_id=job_id, reason="not an outbox id")
             return None
-        payload = await load_payload(ctx["session_factory"], outbox_id)
-        if payload is None:
+        row = await _load_row(ctx["session_factory"], outbox_id)
+        if row is None:
             log.warning("outbox.job_without_row", job_id=job_id, outbox_id=job_id)
             return None
-        return await function(ctx, **payload)
+        payload, trace_context = row
+        # The job continues the trace of the request that wrote the row (tracing on only).
+        with tracing.job_span(
+            f"job {function.__name__}",
+            trace_context,
+            **{"messaging.system": "arq", "job.id": job_id, "job.try": int(ctx.get("job_try", 1))},
+        ):
+            return await function(ctx, **payload)
 
     return run
 

@@ -62,8 +62,12 @@ def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Configure structlog and the standard library logging; safe to call more than once."""
+def configure_logging(level: str = "INFO", *, json: bool = True, trace_ids: bool = False) -> None:
+    """Configure structlog and the standard library logging; safe to call more than once.
+
+    `trace_ids` (tracing on): every line written inside a span gets its `trace_id` and
+    `span_id`; off, the processor is not even in the chain.
+    """
     # What the records would carry that no line prints (see the logging HOWTO, "Optimization"):
     # the caller's frame, the thread, the process. Each costs a lookup or a system call per line.
     logging._srcfile = None
@@ -78,6 +82,10 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         redact_secrets,
         drop_color_message,
     ]
+    if trace_ids:
+        from app.core.tracing import add_trace_ids
+
+        shared.insert(1, add_trace_ids)
     renderer: Processor
     if json:
         renderer = structlog.processors.JSONRenderer()

@@ -38,6 +38,11 @@ class OutboxMessage(UUIDModel, table=True):
         sa_column_kwargs={"server_default": func.now(), "nullable": False},
     )
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # The W3C trace context (`traceparent`) of the transaction that wrote the row, when tracing
+    # is on: the worker continues that trace, so a job is a child of the request that asked.
+    trace_context: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSONB, nullable=True)
+    )
 
 
 class DeliveryStatus(StrEnum):
