@@ -56,6 +56,19 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         return str(self._renderer(getattr(record, "_logger", None), name, event))
 
 
+class _WithTraceIds:
+    """A renderer that first adds the current span's `trace_id` and `span_id` (tracing on)."""
+
+    def __init__(self, renderer: Processor) -> None:
+        from app.core.tracing import add_trace_ids
+
+        self._add = add_trace_ids
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: EventDict) -> Any:
+        return self._renderer(logger, name, self._add(logger, name, event_dict))
+
+
 def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """uvicorn adds an ANSI-coloured copy of its message as `color_message`; it is noise."""
     event_dict.pop("color_message", None)
@@ -82,10 +95,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True, trace_ids: bool
         redact_secrets,
         drop_color_message,
     ]
-    if trace_ids:
-        from app.core.tracing import add_trace_ids
-
-        shared.insert(1, add_trace_ids)
     renderer: Processor
     if json:
         renderer = structlog.processors.JSONRenderer()
@@ -97,6 +106,10 @@ def configure_logging(level: str = "INFO", *, json: bool = True, trace_ids: bool
         )
     else:
         renderer = structlog.dev.ConsoleRenderer()
+    if trace_ids:
+        # At the renderer, which every line passes when it is written: loggers that structlog
+        # cached before this call (their processor chain is fixed) get the ids too.
+        renderer = _WithTraceIds(renderer)
 
     structlog.configure(
         processors=[

@@ -19,7 +19,6 @@ spans named by route template). The glue written here is what no package covers:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -57,8 +56,10 @@ def setup_tracing(default_service_name: str, *, exporter: SpanExporter | None = 
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    service = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
-    resource = Resource.create({SERVICE_NAME: service})
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, read by the SDK; our name otherwise.
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: default_service_name}))
     # The sampler of OTEL_TRACES_SAMPLER(_ARG) (default: parent-based always-on), behind one
     # rule: a database or Redis call outside any request or job starts no trace (the worker
     # polls Redis twice a second; those would be thousands of one-span traces).
