@@ -1,7 +1,7 @@
 """outbox: the W3C trace context of the transaction that wrote each row (tracing on)
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-06
 
 Expand-only: a nullable column, no rewrite of the table; code of the previous release ignores it.
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0011"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
