@@ -122,6 +122,7 @@ async def unreachable(make_client: Callable[..., Any], settings: Settings) -> As
 POSTGRES_OUTAGE_IS_500 = {
     "GET /api/v1/products",
     "GET /api/v1/products/{product_id}",
+    "GET /api/v1/products/{product_id}/images/{image_id}",
     "POST /api/v1/auth/verify-email",
     "POST /api/v1/auth/reset-password",
 }
