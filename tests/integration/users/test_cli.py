@@ -29,6 +29,7 @@ def _environment(
     monkeypatch.setenv("APP_REDIS_URL", services.redis_url)
     monkeypatch.setenv("APP_JWT_SECRET", TEST_JWT_SECRET)
     monkeypatch.setenv("APP_ENVIRONMENT", "test")
+    monkeypatch.setenv("APP_STORAGE_URL", services.storage_url)
     monkeypatch.setenv("APP_LOG_LEVEL", "WARNING")
     get_settings.cache_clear()
     yield
