@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     rate_limit_refresh: str = "30/minute"
     # Failed logins per normalized email, whatever the IP; a successful login clears it.
     rate_limit_failed_logins: str = "20/hour"
+    # Per API key, whatever the IP (API.md: Organizations).
+    rate_limit_api_key: str = "600/minute"
     verify_email_token_ttl_seconds: int = Field(default=48 * 3600, ge=60)
     reset_password_token_ttl_seconds: int = Field(default=3600, ge=60)
     # argon2id; the default is OWASP's minimum (19 MiB, t=2, p=1): ~23 ms per verify here.
@@ -170,6 +172,7 @@ class Settings(BaseSettings):
         "rate_limit_verify_resend",
         "rate_limit_refresh",
         "rate_limit_failed_logins",
+        "rate_limit_api_key",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

@@ -7,6 +7,7 @@ from app.core import outbox as outbox_models
 from app.core.database import metadata
 from app.features.auth import models as auth_models
 from app.features.orders import models as orders_models
+from app.features.organizations import models as organizations_models
 from app.features.products import models as products_models
 from app.features.users import models as users_models
 
@@ -14,6 +15,7 @@ __all__ = [
     "auth_models",
     "metadata",
     "orders_models",
+    "organizations_models",
     "outbox_models",
     "products_models",
     "users_models",

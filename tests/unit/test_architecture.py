@@ -162,3 +162,36 @@ def test_no_print_outside_the_command_line() -> None:
         if call == "print"
     ]
     assert offenders == []
+
+
+def test_only_the_access_module_makes_an_org_access() -> None:
+    """Organization data is reached through an `OrgAccess`; only `organizations/access.py`
+    makes one (from a membership or a key), so no route can forge an access to another org."""
+    offenders = [
+        _where(module, line)
+        for module in MODULES
+        if module.name != "app.features.organizations.access"
+        for line, call in _calls(module)
+        if call in {"OrgAccess", ".OrgAccess"} or call.endswith(".OrgAccess")
+    ]
+    assert offenders == []
+
+
+def test_organization_tables_are_queried_only_by_the_organizations_repository() -> None:
+    """No other module imports the organization tables to query them on its own."""
+    tables = {"Membership", "Invitation", "ApiKey", "Organization"}
+    allowed = {
+        "app.features.organizations.repository",
+        "app.features.organizations.service",
+        "app.features.organizations.models",
+        "app.models",
+    }
+    offenders = [
+        f"{_where(module, line)} imports {imported}"
+        for module in MODULES
+        if module.name not in allowed
+        for line, imported in _imports(module)
+        if imported.startswith("app.features.organizations.models.")
+        and imported.rsplit(".", 1)[-1] in tables
+    ]
+    assert offenders == []

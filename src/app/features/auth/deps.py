@@ -27,6 +27,8 @@ from app.core.redis import RedisDep
 from app.core.security import InvalidTokenError, PasswordsDep, TokenClaims, Tokens, TokensDep
 from app.features.auth.service import AuthService
 from app.features.auth.sessions import REVOKED_SESSION_KEY, revoked_session_key
+from app.features.organizations.errors import InsufficientScopeError
+from app.features.organizations.keyauth import authenticate_key, is_api_key
 from app.features.users.models import Role, User
 from app.features.users.service import UserService
 
@@ -60,6 +62,11 @@ async def _authenticate(
 ) -> Authenticated:
     if not token:
         raise UnauthorizedError("Missing bearer token")
+    if is_api_key(token):
+        # An organization API key: 401 if it is not a live key, else 403 (API.md: a key never
+        # reaches a route of people; the routes that take keys use their own dependency).
+        await authenticate_key(request, token, session)
+        raise InsufficientScopeError("API keys may not use this route")
     # Tokens and Redis straight from the app's state, not as dependencies of their own: this
     # runs on every authenticated request, and each FastAPI dependency costs about 10 us.
     state = request.app.state
@@ -97,8 +104,10 @@ async def get_current_auth(
 async def get_optional_user(
     request: Request, token: BearerToken, session: SessionDep
 ) -> User | None:
-    """The caller when a valid token is sent; anonymous (None) otherwise, never an error."""
-    if not token:
+    """The caller when a valid token is sent; anonymous (None) otherwise, never an error.
+
+    An API key is served as an anonymous caller (API.md: the public catalog)."""
+    if not token or is_api_key(token):
         return None
     try:
         return (await _authenticate(request, token, session)).user
