@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
@@ -263,7 +264,7 @@ class TestAccept:
         expires = await db_conn.fetchval(
             "SELECT expires_at - created_at FROM organization_invitations"
         )
-        assert expires.days == 7
+        assert abs(expires - timedelta(days=7)) < timedelta(seconds=1)
         await db_conn.execute(
             "UPDATE organization_invitations SET expires_at = now() - interval '1 second'"
         )
