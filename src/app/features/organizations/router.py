@@ -82,6 +82,7 @@ _LOCATION = {
         201: {"description": "Created", "headers": _LOCATION},
         **error_responses(*_USER, SlugTakenError, *_BODY),
     },
+    operation_id="organizations-create",
 )
 async def create_organization(
     body: OrganizationCreate,
@@ -99,7 +100,12 @@ async def create_organization(
     return organization
 
 
-@router.get(ORGS, response_model=OrganizationPage, responses=error_responses(*_USER))
+@router.get(
+    ORGS,
+    response_model=OrganizationPage,
+    responses=error_responses(*_USER),
+    operation_id="organizations-list",
+)
 async def list_organizations(
     user: CurrentUser, service: OrgServiceDep, params: PageParamsDep
 ) -> OrganizationPage:
@@ -107,7 +113,12 @@ async def list_organizations(
     return await service.list_for(user, params)
 
 
-@router.get(ORG, response_model=OrganizationOut, responses=error_responses(*_MEMBER))
+@router.get(
+    ORG,
+    response_model=OrganizationOut,
+    responses=error_responses(*_MEMBER),
+    operation_id="organizations-get",
+)
 async def read_organization(access: MemberAccess, service: OrgServiceDep) -> OrganizationOut:
     """One of your organizations (404 if you are not a member)."""
     return service.out(access)
@@ -117,6 +128,7 @@ async def read_organization(access: MemberAccess, service: OrgServiceDep) -> Org
     ORG,
     response_model=OrganizationOut,
     responses=error_responses(*_MANAGER, SlugTakenError, *_BODY),
+    operation_id="organizations-update",
 )
 async def update_organization(
     body: OrganizationUpdate, access: ManagerAccess, service: OrgServiceDep
@@ -130,6 +142,7 @@ async def update_organization(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(*_MANAGER),
+    operation_id="organizations-delete",
 )
 async def delete_organization(access: OwnerAccess, service: OrgServiceDep) -> None:
     """Delete it (owners): members lose access and its API keys stop working at once; its
@@ -137,7 +150,12 @@ async def delete_organization(access: OwnerAccess, service: OrgServiceDep) -> No
     await service.delete(access)
 
 
-@router.get(f"{ORG}/members", response_model=MemberPage, responses=error_responses(*_MEMBER))
+@router.get(
+    f"{ORG}/members",
+    response_model=MemberPage,
+    responses=error_responses(*_MEMBER),
+    operation_id="organizations-members-list",
+)
 async def list_members(
     access: MemberAccess, service: OrgServiceDep, params: PageParamsDep
 ) -> MemberPage:
@@ -149,6 +167,7 @@ async def list_members(
     f"{ORG}/members/{{user_id}}",
     response_model=MemberOut,
     responses=error_responses(*_MANAGER, MemberNotFoundError, LastOwnerError, *_BODY),
+    operation_id="organizations-members-update",
 )
 async def change_member_role(
     user_id: uuid.UUID, body: MemberRoleUpdate, access: ManagerAccess, service: OrgServiceDep
@@ -163,6 +182,7 @@ async def change_member_role(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(*_MANAGER, MemberNotFoundError, LastOwnerError),
+    operation_id="organizations-members-delete",
 )
 async def remove_member(user_id: uuid.UUID, access: MemberAccess, service: OrgServiceDep) -> None:
     """Remove a member (owners: anyone; admins: members and admins), or leave (your own id).
@@ -175,6 +195,7 @@ async def remove_member(user_id: uuid.UUID, access: MemberAccess, service: OrgSe
     response_model=InvitationOut,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(*_MANAGER, AlreadyMemberError, *_BODY),
+    operation_id="organizations-invitations-create",
 )
 async def invite(
     body: InvitationCreate, access: ManagerAccess, user: CurrentUser, service: OrgServiceDep
@@ -185,7 +206,10 @@ async def invite(
 
 
 @router.get(
-    f"{ORG}/invitations", response_model=InvitationPage, responses=error_responses(*_MANAGER)
+    f"{ORG}/invitations",
+    response_model=InvitationPage,
+    responses=error_responses(*_MANAGER),
+    operation_id="organizations-invitations-list",
 )
 async def list_invitations(
     access: ManagerAccess,
@@ -205,6 +229,7 @@ async def list_invitations(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(*_MANAGER, InvitationNotFoundError),
+    operation_id="organizations-invitations-delete",
 )
 async def revoke_invitation(
     invitation_id: uuid.UUID, access: ManagerAccess, service: OrgServiceDep
@@ -223,6 +248,8 @@ async def revoke_invitation(
         InvitationEmailNotVerifiedError,
         *_BODY,
     ),
+    operation_id="invitations-accept",
+    tags=["invitations"],
 )
 async def accept_invitation(
     body: InvitationAccept, user: CurrentUser, service: OrgServiceDep
@@ -237,6 +264,7 @@ async def accept_invitation(
     response_model=ApiKeyCreated,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(*_MANAGER, *_BODY),
+    operation_id="organizations-api-keys-create",
 )
 async def create_api_key(
     body: ApiKeyCreate, access: ManagerAccess, service: OrgServiceDep, response: Response
@@ -248,7 +276,12 @@ async def create_api_key(
     )
 
 
-@router.get(f"{ORG}/api-keys", response_model=ApiKeyPage, responses=error_responses(*_MANAGER))
+@router.get(
+    f"{ORG}/api-keys",
+    response_model=ApiKeyPage,
+    responses=error_responses(*_MANAGER),
+    operation_id="organizations-api-keys-list",
+)
 async def list_api_keys(
     access: ManagerAccess, service: OrgServiceDep, params: PageParamsDep
 ) -> ApiKeyPage:
@@ -261,6 +294,7 @@ async def list_api_keys(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(*_MANAGER, ApiKeyNotFoundError),
+    operation_id="organizations-api-keys-delete",
 )
 async def delete_api_key(key_id: uuid.UUID, access: ManagerAccess, service: OrgServiceDep) -> None:
     """Delete an API key: it stops working at once, on every server."""
