@@ -1,5 +1,6 @@
--- GET of BENCH_PATH, where {product}, {order}, {user} and {row} are replaced by ids from the
--- data file and, when BENCH_AUTH=1, a bearer token of the user who owns them is sent.
+-- GET of BENCH_PATH, where {product}, {order}, {user}, {org} and {row} are replaced by ids from
+-- the data file and, when BENCH_AUTH=1, a bearer token of the user who owns them is sent
+-- (BENCH_AUTH=key: the API key of that user's organization).
 -- Requests are formatted once in init and replayed round-robin, so the client costs little.
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local common = require("common")
@@ -10,7 +11,8 @@ local reqs, n, i = {}, 0, 0
 function init(args)
   local data = common.data()
   local template = os.getenv("BENCH_PATH") or "/"
-  local auth = os.getenv("BENCH_AUTH") == "1"
+  local auth_kind = os.getenv("BENCH_AUTH") or "0"
+  local auth = auth_kind ~= "0"
   local limit = 2000
   local entries = data.auth or {}
   local k = 0
@@ -18,11 +20,17 @@ function init(args)
     k = k + 1
     local headers = {}
     local path = template
-    if auth or string.find(template, "{order}") or string.find(template, "{user}") then
+    if auth or string.find(template, "{order}") or string.find(template, "{user}")
+        or string.find(template, "{org}") then
       if #entries == 0 then break end
       local e = entries[((k + tid) % #entries) + 1]
-      if auth then headers["Authorization"] = "Bearer " .. e.token end
+      if auth_kind == "key" then
+        headers["Authorization"] = "Bearer " .. e.key
+      elseif auth then
+        headers["Authorization"] = "Bearer " .. e.token
+      end
       path = string.gsub(path, "{user}", e.user_id)
+      path = string.gsub(path, "{org}", e.org or "")
       if string.find(path, "{order}") then
         if #e.orders == 0 then break end
         path = string.gsub(path, "{order}", e.orders[(math.floor(k / #entries) % #e.orders) + 1])

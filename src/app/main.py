@@ -35,6 +35,7 @@ from app.core.security import Passwords, Tokens
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
+from app.features.organizations.router import invitations_router
 from app.features.organizations.router import router as organizations_router
 from app.features.products.router import router as products_router
 from app.features.users.router import router as users_router
@@ -113,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
     app.include_router(organizations_router, prefix=API_PREFIX)
+    app.include_router(invitations_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)
     return app

@@ -61,6 +61,8 @@ from app.features.organizations.schemas import (
 from app.shared.pagination import PageParamsDep
 
 router = make_router(tags=["organizations"])
+# `POST /invitations/accept` has a tag of its own (and so its own operationId prefix).
+invitations_router = make_router(tags=["invitations"])
 
 ORGS = "/organizations"
 ORG = "/organizations/{org_id}"
@@ -238,7 +240,7 @@ async def revoke_invitation(
     await service.revoke_invitation(access, invitation_id)
 
 
-@router.post(
+@invitations_router.post(
     "/invitations/accept",
     response_model=OrganizationOut,
     responses=error_responses(
