@@ -1,6 +1,7 @@
 -- GET of BENCH_PATH, where {product}, {order}, {user}, {org} and {row} are replaced by ids from
 -- the data file and, when BENCH_AUTH=1, a bearer token of the user who owns them is sent
--- (BENCH_AUTH=key: the API key of that user's organization).
+-- (BENCH_AUTH=key: the API key of that user's organization). With BENCH_IF_NONE_MATCH=1 each
+-- product's ETag (data.etags, read after start-up) goes in If-None-Match.
 -- Requests are formatted once in init and replayed round-robin, so the client costs little.
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local common = require("common")
@@ -13,6 +14,8 @@ function init(args)
   local template = os.getenv("BENCH_PATH") or "/"
   local auth_kind = os.getenv("BENCH_AUTH") or "0"
   local auth = auth_kind ~= "0"
+  local conditional = os.getenv("BENCH_IF_NONE_MATCH") == "1"
+  local etags = data.etags or {}
   local limit = 2000
   local entries = data.auth or {}
   local k = 0
@@ -39,7 +42,9 @@ function init(args)
     if string.find(path, "{product}") then
       local p = data.products or {}
       if #p == 0 then break end
-      path = string.gsub(path, "{product}", p[((k * 7 + tid) % #p) + 1])
+      local product = p[((k * 7 + tid) % #p) + 1]
+      path = string.gsub(path, "{product}", product)
+      if conditional and etags[product] then headers["If-None-Match"] = etags[product] end
     end
     table.insert(reqs, wrk.format("GET", path, headers))
     if path == template and not auth then break end  -- a static request: one is enough

@@ -33,6 +33,11 @@ log = get_logger("app.access")
 error_log = get_logger("app.errors")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+GZIP_MINIMUM_SIZE = 1024
+GZIP_SUFFIX = "-gz"  # on the ETag of a gzip-coded response (see core/http_cache.py)
+# A response that says nothing about caching is not to be stored: everything but the public
+# catalog reads (which say `public` or `private` themselves) is per caller or changes at once.
+DEFAULT_CACHE_CONTROL = "no-store"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _UNMATCHED_ROUTE = "<unmatched>"
 
@@ -151,6 +156,8 @@ class RequestContextMiddleware:
                     headers["Content-Security-Policy"] = self._API_CSP
                 if self.hsts:
                     headers["Strict-Transport-Security"] = self._HSTS
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = DEFAULT_CACHE_CONTROL
             await send(message)
 
         try:
@@ -179,7 +186,8 @@ class CompressionMiddleware:
     Starlette's GZipMiddleware wraps every response, even one it will not compress; here only
     requests with `Accept-Encoding: gzip` pay for it. An uncompressed answer large enough to
     have been compressed still says `Vary: Accept-Encoding`, as Starlette's does, so caches
-    keep the two apart.
+    keep the two apart. A compressed response's strong ETag gets the `-gz` suffix: the tag is
+    of the uncompressed JSON, and the two codings are different representations.
     """
 
     def __init__(self, app: ASGIApp, *, minimum_size: int) -> None:
@@ -192,14 +200,26 @@ class CompressionMiddleware:
             await self.app(scope, receive, send)
             return
         if "gzip" in (_header(scope, b"accept-encoding") or ""):
-            await self.gzip(scope, receive, send)
+
+            async def send_coded(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = MutableHeaders(scope=message)
+                    if headers.get("content-encoding") == "gzip":
+                        etag = headers.get("etag")
+                        if etag and etag.startswith('"') and etag.endswith('"'):
+                            headers["ETag"] = f'{etag[:-1]}{GZIP_SUFFIX}"'
+                    _dedupe_vary(headers)
+                await send(message)
+
+            await self.gzip(scope, receive, send_coded)
             return
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 length = headers.get("content-length")
-                if length is None or (length.isdigit() and int(length) >= self.minimum_size):
+                large = length is None or (length.isdigit() and int(length) >= self.minimum_size)
+                if large and "accept-encoding" not in headers.get("vary", "").lower():
                     headers.add_vary_header("Accept-Encoding")
             await send(message)
 
@@ -267,6 +287,25 @@ class GuardMiddleware:
         await response(scope, receive, send)
 
 
+def _dedupe_vary(headers: MutableHeaders) -> None:
+    """One `Vary` header without repeats (GZip appends `Accept-Encoding` to what is there)."""
+    values = headers.getlist("vary")
+    if not values:
+        return
+    seen: dict[str, str] = {}
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if name:
+                seen.setdefault(name.lower(), name)
+    headers["Vary"] = ", ".join(seen.values())
+
+
+def gzip_applies(scope: Scope, size: int) -> bool:
+    """Whether a response of `size` bytes to this request would be gzip-coded."""
+    return size >= GZIP_MINIMUM_SIZE and "gzip" in (_header(scope, b"accept-encoding") or "")
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -279,7 +318,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     """Add the stack; `add_middleware` prepends, so the last added is the outermost."""
     docs_paths = DOCS_PAGES if settings.show_docs else frozenset()
     app.add_middleware(GuardMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(CompressionMiddleware, minimum_size=1024)
+    app.add_middleware(CompressionMiddleware, minimum_size=GZIP_MINIMUM_SIZE)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,

@@ -10,9 +10,9 @@ from httpx import AsyncClient
 PROBLEM = "application/problem+json"
 
 ROUTES: dict[tuple[str, str], set[str]] = {
-    ("get", "/api/v1/products"): {"200", "422", "503"},
+    ("get", "/api/v1/products"): {"200", "304", "422", "503"},
     ("post", "/api/v1/products"): {"201", "401", "403", "409", "413", "415", "422", "503"},
-    ("get", "/api/v1/products/{product_id}"): {"200", "404", "422", "503"},
+    ("get", "/api/v1/products/{product_id}"): {"200", "304", "404", "422", "503"},
     ("patch", "/api/v1/products/{product_id}"): {
         "200",
         "401",
