@@ -79,12 +79,14 @@ async def test_two_owners_demoting_each_other_at_once_one_fails(
                 demote(second, first_headers), demote(first, second_headers)
             )
         statuses = sorted(response.status_code for response in responses)
-        assert statuses == [200, 409], [response.text for response in responses]
-        loser = next(response for response in responses if response.status_code == 409)
-        assert loser.json()["code"] == "LAST_OWNER"
+        # The loser either raced into the owner lock (409 LAST_OWNER) or, when the winner had
+        # already committed before its membership was read, is a member by then (403).
+        assert statuses in ([200, 403], [200, 409]), [response.text for response in responses]
+        loser = next(response for response in responses if response.status_code != 200)
+        assert loser.json()["code"] in {"LAST_OWNER", "FORBIDDEN"}
         assert await _owners(db_conn, org_id) == 1
         outcomes.update(statuses)
-    assert outcomes == Counter({200: ROUNDS, 409: ROUNDS})
+    assert outcomes[200] == ROUNDS
 
 
 async def test_two_owners_leaving_at_once_one_stays(
