@@ -60,6 +60,10 @@ class EmbeddedPostgres:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = get_server(str(self.data_dir), cleanup_mode="stop")
+        # psql binds nothing and a database name is an identifier: the one place SQL text is
+        # formatted (tests/unit/test_architecture.py allows it), with a name checked first.
+        if not self.database.isidentifier():
+            raise ValueError(f"not a plain database name: {self.database!r}")
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
         if "1 row" not in exists:
             self._server.psql(f'CREATE DATABASE "{self.database}";')

@@ -13,7 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
 from app.core.database import SessionDep
-from app.features.auth.deps import BearerToken, CurrentUser, get_current_user
+from app.core.reads import ReadConnectionDep
+from app.features.auth.deps import BearerToken, CurrentUser, get_current_user, get_viewer
 from app.features.organizations.access import OrgAccess, key_access
 from app.features.organizations.errors import (
     InsufficientScopeError,
@@ -24,6 +25,7 @@ from app.features.organizations.keyauth import ApiKeyPrincipal, authenticate_key
 from app.features.organizations.models import ApiKeyScope, OrgRole
 from app.features.organizations.service import OrganizationService
 from app.features.users.models import User
+from app.features.users.queries import UserView
 
 
 async def get_org_service(request: Request, session: SessionDep) -> OrganizationService:
@@ -40,7 +42,7 @@ async def get_member_access(
     org_id: uuid.UUID, user: CurrentUser, service: OrgServiceDep
 ) -> OrgAccess:
     """The caller's membership of `{org_id}`: 404 for a non-member (platform admins included)."""
-    return await service.access_for_member(user, org_id)
+    return await service.access_for_member(user.id, org_id)
 
 
 MemberAccess = Annotated[OrgAccess, Depends(get_member_access)]
@@ -74,7 +76,7 @@ ApiKeyCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(api_k
 class Caller:
     """A person (`user`) or an organization's API key (`key`, acting as `user_id`)."""
 
-    user: User | None
+    user: User | UserView | None
     key: ApiKeyPrincipal | None
 
     @property
@@ -85,25 +87,45 @@ class Caller:
         return self.user.id
 
 
-def caller_with_scope(scope: ApiKeyScope) -> Callable[..., Awaitable[Caller]]:
-    """A user, or an API key that holds `scope` (401 for a bad key, then 403
-    INSUFFICIENT_SCOPE for a key without it)."""
+def _key_with(request: Request, token: str, scope: ApiKeyScope) -> Awaitable[ApiKeyPrincipal]:
+    async def check() -> ApiKeyPrincipal:
+        principal = await authenticate_key(request, token)
+        if scope.value not in principal.scopes:
+            raise InsufficientScopeError(f"This API key lacks the {scope.value} scope")
+        return principal
+
+    return check()
+
+
+def writer_with_scope(scope: ApiKeyScope) -> Callable[..., Awaitable[Caller]]:
+    """A user (a write route's tracked account), or an API key that holds `scope`: 401 for a
+    bad key, then 403 INSUFFICIENT_SCOPE for a key without it."""
 
     async def resolve(
         request: Request, token: BearerToken, _: ApiKeyCredentials, session: SessionDep
     ) -> Caller:
         if token and is_api_key(token):
-            principal = await authenticate_key(request, token, session)
-            if scope.value not in principal.scopes:
-                raise InsufficientScopeError(f"This API key lacks the {scope.value} scope")
-            return Caller(user=None, key=principal)
+            return Caller(user=None, key=await _key_with(request, token, scope))
         return Caller(user=await get_current_user(request, token, session), key=None)
 
     return resolve
 
 
-OrderReader = Annotated[Caller, Depends(caller_with_scope(ApiKeyScope.orders_read))]
-OrderWriter = Annotated[Caller, Depends(caller_with_scope(ApiKeyScope.orders_write))]
+def reader_with_scope(scope: ApiKeyScope) -> Callable[..., Awaitable[Caller]]:
+    """`writer_with_scope` for read routes: the user as a view, from the read connection."""
+
+    async def resolve(
+        request: Request, token: BearerToken, _: ApiKeyCredentials, connection: ReadConnectionDep
+    ) -> Caller:
+        if token and is_api_key(token):
+            return Caller(user=None, key=await _key_with(request, token, scope))
+        return Caller(user=await get_viewer(request, token, connection), key=None)
+
+    return resolve
+
+
+OrderReader = Annotated[Caller, Depends(reader_with_scope(ApiKeyScope.orders_read))]
+OrderWriter = Annotated[Caller, Depends(writer_with_scope(ApiKeyScope.orders_write))]
 
 
 async def access_for_caller(
@@ -115,7 +137,7 @@ async def access_for_caller(
             raise OrganizationNotFoundError(org_id)
         return key_access(org_id, api_key_id=caller.key.id, scopes=caller.key.scopes)
     assert caller.user is not None
-    return await service.access_for_member(caller.user, org_id)
+    return await service.access_for_member(caller.user.id, org_id)
 
 
 async def get_reader_access(

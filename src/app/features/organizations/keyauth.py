@@ -30,13 +30,13 @@ from datetime import datetime
 from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.database import utcnow
 from app.core.errors import ServiceUnavailableError, UnauthorizedError
 from app.core.logging import get_logger
 from app.core.ratelimit import get_rate_limiter, rate_limited
-from app.features.organizations.repository import OrganizationDirectory
+from app.features.organizations.repository import key_by_hash, touch_key
 
 log = get_logger(__name__)
 
@@ -104,10 +104,11 @@ def _unavailable() -> ServiceUnavailableError:
     return ServiceUnavailableError("Cannot check the API key right now")
 
 
-async def authenticate_key(request: Request, key: str, session: AsyncSession) -> ApiKeyPrincipal:
+async def authenticate_key(request: Request, key: str) -> ApiKeyPrincipal:
     """The key's principal, or 401 for an unknown, deleted or expired key (or one of a deleted
     organization); 429 past the key's own rate limit."""
     redis: Redis = request.app.state.redis
+    engine: AsyncEngine = request.app.state.engine
     key_hash = digest(key)
     try:
         cached = await redis.get(cache_key(key_hash))
@@ -118,7 +119,7 @@ async def authenticate_key(request: Request, key: str, session: AsyncSession) ->
     if cached is not None:
         principal = ApiKeyPrincipal.from_json(cached)
     else:
-        row = await OrganizationDirectory(session).key_by_hash(key_hash)
+        row = await key_by_hash(engine, key_hash)
         if row is None:
             raise UnauthorizedError("Invalid API key")
         principal = ApiKeyPrincipal(
@@ -145,7 +146,7 @@ async def authenticate_key(request: Request, key: str, session: AsyncSession) ->
     except (RedisError, OSError):
         raise _unavailable() from None
     if first_this_minute:
-        await OrganizationDirectory(session).touch_key(principal.id)
+        await touch_key(engine, principal.id)
     request.state.api_key_id = str(principal.id)
     return principal
 

@@ -14,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
-from app.core.database import driver_connection, utcnow
+from app.core.database import utcnow
 from app.features.organizations.access import OrgAccess, OrgSummary
 from app.features.organizations.errors import SlugTakenError
 from app.features.organizations.models import (
@@ -28,29 +28,13 @@ from app.features.organizations.models import (
     Organization,
     OrgRole,
 )
-from app.features.users.models import User
-
-_ACCESS = """
-SELECT o.id, o.name, o.slug, o.created_at, o.updated_at, m.role
-FROM organization_members m JOIN organizations o ON o.id = m.organization_id
-WHERE m.organization_id = $1 AND m.user_id = $2 AND o.deleted_at IS NULL
-"""
-
-_KEY_BY_HASH = """
-SELECT k.id, k.organization_id, k.scopes, k.created_by, k.expires_at
-FROM api_keys k JOIN organizations o ON o.id = k.organization_id
-WHERE k.key_hash = $1 AND k.deleted_at IS NULL AND o.deleted_at IS NULL
-"""
 
 
 @dataclass(frozen=True, slots=True)
-class MemberRow:
+class MembershipRow:
     user_id: uuid.UUID
-    email: str
-    full_name: str
     role: OrgRole
     joined_at: datetime
-    is_active: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +44,46 @@ class KeyRow:
     scopes: list[str]
     created_by: uuid.UUID
     expires_at: datetime | None
+
+
+_ORGS = Organization.__table__  # type: ignore[attr-defined]
+_MEMBERS = Membership.__table__  # type: ignore[attr-defined]
+_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
+# Built once: every request of a member runs the first, every key cache miss the second.
+_MEMBERSHIP = (
+    sa.select(
+        _ORGS.c.id,
+        _ORGS.c.name,
+        _ORGS.c.slug,
+        _ORGS.c.created_at,
+        _ORGS.c.updated_at,
+        _MEMBERS.c.role,
+    )
+    .join_from(_MEMBERS, _ORGS, _ORGS.c.id == _MEMBERS.c.organization_id)
+    .where(
+        _MEMBERS.c.organization_id == sa.bindparam("org_id"),
+        _MEMBERS.c.user_id == sa.bindparam("user_id"),
+        _ORGS.c.deleted_at.is_(None),
+    )
+)
+_KEY_BY_HASH = (
+    sa.select(
+        _KEYS.c.id,
+        _KEYS.c.organization_id,
+        _KEYS.c.scopes,
+        _KEYS.c.created_by,
+        _KEYS.c.expires_at,
+    )
+    .join_from(_KEYS, _ORGS, _ORGS.c.id == _KEYS.c.organization_id)
+    .where(
+        _KEYS.c.key_hash == sa.bindparam("key_hash"),
+        _KEYS.c.deleted_at.is_(None),
+        _ORGS.c.deleted_at.is_(None),
+    )
+)
+_TOUCH_KEY = (
+    sa.update(_KEYS).where(_KEYS.c.id == sa.bindparam("key_id")).values(last_used_at=sa.func.now())
+)
 
 
 def summary_of(org: Organization) -> OrgSummary:
@@ -94,13 +118,13 @@ class OrganizationDirectory:
     ) -> tuple[OrgSummary, OrgRole] | None:
         """The organization and the user's role in it, in one indexed lookup (the primary key
         of the membership, then the organization's): None for a non-member or a deleted one."""
-        row = await (await driver_connection(self.session)).fetchrow(_ACCESS, org_id, user_id)
+        row = (
+            await self.session.execute(_MEMBERSHIP, {"org_id": org_id, "user_id": user_id})
+        ).first()
         if row is None:
             return None
-        summary = OrgSummary(
-            row["id"], row["name"], row["slug"], row["created_at"], row["updated_at"]
-        )
-        return summary, OrgRole(row["role"])
+        summary = OrgSummary(row.id, row.name, row.slug, row.created_at, row.updated_at)
+        return summary, OrgRole(row.role)
 
     async def list_for_user(
         self, user_id: uuid.UUID, *, offset: int, limit: int
@@ -167,23 +191,25 @@ class OrganizationDirectory:
         )
         return OrgRole(str(current))
 
-    async def key_by_hash(self, key_hash: str) -> KeyRow | None:
-        """A live key (not deleted, its organization not deleted) by its digest."""
-        row = await (await driver_connection(self.session)).fetchrow(_KEY_BY_HASH, key_hash)
-        if row is None:
-            return None
-        return KeyRow(
-            row["id"],
-            row["organization_id"],
-            list(row["scopes"]),
-            row["created_by"],
-            row["expires_at"],
-        )
 
-    async def touch_key(self, key_id: uuid.UUID) -> None:
-        await self.session.execute(
-            sa.update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=sa.func.now())
-        )
+async def key_by_hash(engine: AsyncEngine, key_hash: str) -> KeyRow | None:
+    """A live key (not deleted, its organization not deleted) by its digest.
+
+    On its own short connection: the lookup of a key runs before any route has a session or a
+    read connection, and only on a cache miss (once a minute per key).
+    """
+    async with engine.connect() as connection:
+        row = (await connection.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
+    if row is None:
+        return None
+    return KeyRow(row.id, row.organization_id, list(row.scopes), row.created_by, row.expires_at)
+
+
+async def touch_key(engine: AsyncEngine, key_id: uuid.UUID) -> None:
+    """`last_used_at = now()`, in autocommit (at most once a minute per key)."""
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(_TOUCH_KEY, {"key_id": key_id})
 
 
 class OrgRepository:
@@ -240,29 +266,18 @@ class OrgRepository:
         await self.session.flush()
         return hashes
 
-    # Members
-
-    def _members(self) -> Any:
-        return (
-            sa.select(
-                col(Membership.user_id),
-                col(User.email),
-                col(User.full_name),
-                col(Membership.role),
-                col(Membership.joined_at),
-                col(User.is_active),
-            )
-            .join(User, col(User.id) == col(Membership.user_id))
-            .where(col(Membership.organization_id) == self.org_id)
-        )
+    # Members (their accounts' email, name and activity come from the users feature)
 
     @staticmethod
-    def _member_row(row: Any) -> MemberRow:
-        return MemberRow(
-            row.user_id, row.email, row.full_name, OrgRole(row.role), row.joined_at, row.is_active
-        )
+    def _row(row: Any) -> MembershipRow:
+        return MembershipRow(row.user_id, OrgRole(row.role), row.joined_at)
 
-    async def members(self, *, offset: int, limit: int) -> tuple[list[MemberRow], int]:
+    def _memberships(self) -> Any:
+        return sa.select(
+            col(Membership.user_id), col(Membership.role), col(Membership.joined_at)
+        ).where(col(Membership.organization_id) == self.org_id)
+
+    async def members(self, *, offset: int, limit: int) -> tuple[list[MembershipRow], int]:
         """Members by `joined_at` (user id breaks ties), and how many there are."""
         total = await self.session.scalar(
             sa.select(sa.func.count())
@@ -270,22 +285,29 @@ class OrgRepository:
             .where(col(Membership.organization_id) == self.org_id)
         )
         result = await self.session.execute(
-            self._members()
+            self._memberships()
             .order_by(col(Membership.joined_at), col(Membership.user_id))
             .offset(offset)
             .limit(limit)
         )
-        return [self._member_row(row) for row in result.all()], int(total or 0)
+        return [self._row(row) for row in result.all()], int(total or 0)
 
-    async def member(self, user_id: uuid.UUID) -> MemberRow | None:
+    async def member(self, user_id: uuid.UUID) -> MembershipRow | None:
         result = await self.session.execute(
-            self._members().where(col(Membership.user_id) == user_id)
+            self._memberships().where(col(Membership.user_id) == user_id)
         )
         row = result.one_or_none()
-        return self._member_row(row) if row is not None else None
+        return self._row(row) if row is not None else None
+
+    async def member_ids(self) -> list[uuid.UUID]:
+        result = await self.session.execute(
+            sa.select(col(Membership.user_id)).where(col(Membership.organization_id) == self.org_id)
+        )
+        return list(result.scalars().all())
 
     async def lock_owners(self) -> list[uuid.UUID]:
-        """Lock the organization's owner rows (in user id order, so no two callers deadlock).
+        """Lock the organization's owner rows (in user id order, so no two callers deadlock)
+        and return their user ids.
 
         Whoever changes owners takes these locks first: two owners demoting each other at once
         run one after the other, and the second sees the first's change.
@@ -301,33 +323,16 @@ class OrgRepository:
         )
         return list(result.scalars().all())
 
-    async def active_owners(self) -> list[uuid.UUID]:
-        """Owners whose account is active. A statement of its own: run after `lock_owners`, it
-        sees what the transactions it waited for committed (READ COMMITTED)."""
+    async def owners(self) -> list[uuid.UUID]:
+        """The owners' user ids. A statement of its own: run after `lock_owners`, it sees what
+        the transactions it waited for committed (READ COMMITTED)."""
         result = await self.session.execute(
-            sa.select(col(Membership.user_id))
-            .join(User, col(User.id) == col(Membership.user_id))
-            .where(
+            sa.select(col(Membership.user_id)).where(
                 col(Membership.organization_id) == self.org_id,
                 col(Membership.role) == OrgRole.owner,
-                col(User.is_active).is_(True),
             )
         )
         return list(result.scalars().all())
-
-    async def has_other_active_members(self, user_id: uuid.UUID) -> bool:
-        found = await self.session.scalar(
-            sa.select(sa.literal(1))
-            .select_from(Membership)
-            .join(User, col(User.id) == col(Membership.user_id))
-            .where(
-                col(Membership.organization_id) == self.org_id,
-                col(Membership.user_id) != user_id,
-                col(User.is_active).is_(True),
-            )
-            .limit(1)
-        )
-        return found is not None
 
     async def set_role(self, user_id: uuid.UUID, role: OrgRole) -> None:
         await self.session.execute(
@@ -347,14 +352,8 @@ class OrgRepository:
             )
         )
 
-    async def is_member_email(self, email: str) -> bool:
-        found = await self.session.scalar(
-            sa.select(sa.literal(1))
-            .select_from(Membership)
-            .join(User, col(User.id) == col(Membership.user_id))
-            .where(col(Membership.organization_id) == self.org_id, col(User.email) == email)
-        )
-        return found is not None
+    async def is_member(self, user_id: uuid.UUID) -> bool:
+        return await self.member(user_id) is not None
 
     # Invitations
 

@@ -46,7 +46,11 @@ from app.features.organizations.models import (
     Organization,
     OrgRole,
 )
-from app.features.organizations.repository import MemberRow, OrganizationDirectory, OrgRepository
+from app.features.organizations.repository import (
+    MembershipRow,
+    OrganizationDirectory,
+    OrgRepository,
+)
 from app.features.organizations.schemas import (
     ApiKeyCreated,
     ApiKeyOut,
@@ -60,6 +64,7 @@ from app.features.organizations.schemas import (
     OrganizationPage,
 )
 from app.features.users.models import User
+from app.features.users.service import UserService
 from app.shared.pagination import PageParams
 
 log = get_logger(__name__)
@@ -103,11 +108,11 @@ def organization_out(organization: OrgSummary, role: OrgRole) -> OrganizationOut
     )
 
 
-def member_out(row: MemberRow) -> MemberOut:
+def member_out(row: MembershipRow, user: User) -> MemberOut:
     return MemberOut(
         user_id=row.user_id,
-        email=row.email,
-        full_name=row.full_name,
+        email=user.email,
+        full_name=user.full_name,
         role=row.role,
         joined_at=row.joined_at,
     )
@@ -149,20 +154,21 @@ class OrganizationService:
         self.redis = redis
         self.frontend_url = frontend_url.rstrip("/")
         self.directory = OrganizationDirectory(session)
+        self.users = UserService(session)
 
     def _repo(self, access: OrgAccess) -> OrgRepository:
         return OrgRepository(self.session, access)
 
     # Access
 
-    async def access_for_member(self, user: User, org_id: uuid.UUID) -> OrgAccess:
+    async def access_for_member(self, user_id: uuid.UUID, org_id: uuid.UUID) -> OrgAccess:
         """The caller's access to the organization: 404 when they are not a member (or it is
         deleted), whatever their platform role."""
-        found = await self.directory.membership(org_id, user.id)
+        found = await self.directory.membership(org_id, user_id)
         if found is None:
             raise OrganizationNotFoundError(org_id)
         organization, role = found
-        return member_access(organization, user_id=user.id, role=role)
+        return member_access(organization, user_id=user_id, role=role)
 
     # Organizations
 
@@ -224,7 +230,20 @@ class OrganizationService:
 
     async def members(self, access: OrgAccess, params: PageParams) -> MemberPage:
         rows, total = await self._repo(access).members(offset=params.offset, limit=params.limit)
-        return MemberPage.of([member_out(row) for row in rows], total=total, params=params)
+        users = await self.users.get_many([row.user_id for row in rows])
+        items = [member_out(row, users[row.user_id]) for row in rows]
+        return MemberPage.of(items, total=total, params=params)
+
+    async def _member_out(self, repo: OrgRepository, user_id: uuid.UUID) -> MemberOut:
+        row = await repo.member(user_id)
+        user = await self.users.get(user_id)
+        assert row is not None
+        assert user is not None
+        return member_out(row, user)
+
+    async def _active(self, user_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        users = await self.users.get_many(user_ids)
+        return [user_id for user_id in user_ids if user_id in users and users[user_id].is_active]
 
     async def change_role(self, access: OrgAccess, user_id: uuid.UUID, role: OrgRole) -> MemberOut:
         """Owners change any role; admins only between `member` and `admin`."""
@@ -246,9 +265,7 @@ class OrganizationService:
                 user_id=str(user_id),
                 role=role.value,
             )
-        updated = await repo.member(user_id)
-        assert updated is not None
-        return member_out(updated)
+        return await self._member_out(repo, user_id)
 
     async def remove_member(self, access: OrgAccess, user_id: uuid.UUID) -> None:
         """Owners remove anyone, admins members and admins, anyone themself (leaving)."""
@@ -275,7 +292,7 @@ class OrganizationService:
         """409 LAST_OWNER unless an active owner other than `leaving` remains. The owner rows
         are locked first, so concurrent changes of owners run one after the other."""
         await repo.lock_owners()
-        if not any(owner != leaving for owner in await repo.active_owners()):
+        if not any(owner != leaving for owner in await self._active(await repo.owners())):
             raise LastOwnerError
 
     async def check_account_can_close(self, user: User) -> None:
@@ -286,8 +303,11 @@ class OrganizationService:
                 continue
             repo = self._repo(member_access(organization, user_id=user.id, role=role))
             await repo.lock_owners()
-            others = [owner for owner in await repo.active_owners() if owner != user.id]
-            if not others and await repo.has_other_active_members(user.id):
+            others = [
+                owner for owner in await self._active(await repo.owners()) if owner != user.id
+            ]
+            members = [member for member in await repo.member_ids() if member != user.id]
+            if not others and await self._active(members):
                 raise LastOwnerError(
                     f"You are the last active owner of {organization.name}; make another "
                     "member owner first"
@@ -303,7 +323,8 @@ class OrganizationService:
             raise OrgRoleForbiddenError("Only an owner may invite an owner")
         email = email.strip().lower()
         repo = self._repo(access)
-        if await repo.is_member_email(email):
+        existing = await self.users.get_by_email(email)
+        if existing is not None and await repo.is_member(existing.id):
             raise AlreadyMemberError
         await repo.revoke_pending_invitation(email)
         token = new_secret()
