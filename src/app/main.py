@@ -33,6 +33,7 @@ from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
+from app.features.orders.router import org_router as organization_orders_router
 from app.features.orders.router import router as orders_router
 from app.features.organizations.router import invitations_router
 from app.features.organizations.router import router as organizations_router
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
+    app.include_router(organization_orders_router, prefix=API_PREFIX)
     app.include_router(organizations_router, prefix=API_PREFIX)
     app.include_router(invitations_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)

@@ -246,14 +246,21 @@ def idempotent(principal: Callable[..., Any]) -> Any:
     """A route dependency that makes the route idempotent under an `Idempotency-Key` header.
 
     `principal` is the dependency of the caller the keys belong to (it returns an object with
-    an `id`). Without the header the route runs as usual. List the route's 409 and 422 with
-    `IDEMPOTENCY_ERRORS` and its replayed header with `REPLAYED_HEADERS`.
+    an `id`, and optionally an `idempotency_scope` string that keeps its keys apart from other
+    callers of the same `id`). Without the header the route runs as usual. List the route's
+    409 and 422 with `IDEMPOTENCY_ERRORS` and its replayed header with `REPLAYED_HEADERS`.
     """
 
     async def idempotency(
         request: Request, session: AsyncSession, caller: Principal, key: str | None
     ) -> None:
         if key is not None:
+            scope = getattr(caller, "idempotency_scope", None)
+            if scope:
+                # A caller with a scope of its own (an organization's API key, acting as its
+                # creator): its keys are kept apart from the creator's, under a digest that
+                # fits the column whatever the key's length.
+                key = f"{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
             await _begin(request, session, caller.id, key)
 
     # The signature FastAPI reads, with `principal` as a sub-dependency: entered after the

@@ -68,6 +68,8 @@ MATRIX: dict[str, Row] = {
                       body=lambda: {"name": "k", "scopes": ["orders:read"]}),
     "list keys": Row("GET", "/organizations/{org}/api-keys",
                      (200, 200, 403, 404, 404, 403, 403)),
+    "list org orders": Row("GET", "/organizations/{org}/orders",
+                           (200, 200, 200, 404, 404, 200, 403)),
     "delete key": Row("DELETE", "/organizations/{org}/api-keys/{target}",
                       (204, 204, 403, 404, 404, 403, 403), target="key"),
 }  # fmt: skip

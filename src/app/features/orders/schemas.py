@@ -41,6 +41,11 @@ class OrderCreate(_Request):
 
     items: Annotated[list[OrderLineCreate], Field(min_length=1, max_length=MAX_LINES)]
     note: Annotated[str, Field(max_length=500)] | None = None
+    organization_id: uuid.UUID | None = Field(
+        default=None,
+        description="Order for this organization (you must be a member, else 404). An API "
+        "key orders for its own organization: leave it out or send that one.",
+    )
 
     @field_validator("items")
     @classmethod
@@ -102,6 +107,7 @@ class OrderOut(BaseModel):
 
     id: uuid.UUID
     user_id: uuid.UUID
+    organization_id: uuid.UUID | None = Field(description="Null for a personal order.")
     status: OrderStatus
     items: list[OrderLineOut]
     total_cents: int

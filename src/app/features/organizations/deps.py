@@ -23,6 +23,7 @@ from app.features.organizations.errors import (
 )
 from app.features.organizations.keyauth import ApiKeyPrincipal, authenticate_key, is_api_key
 from app.features.organizations.models import ApiKeyScope, OrgRole
+from app.features.organizations.queries import OrgQueries
 from app.features.organizations.service import OrganizationService
 from app.features.users.models import User
 from app.features.users.queries import UserView
@@ -141,9 +142,19 @@ async def access_for_caller(
 
 
 async def get_reader_access(
-    org_id: uuid.UUID, caller: OrderReader, service: OrgServiceDep
+    org_id: uuid.UUID, caller: OrderReader, connection: ReadConnectionDep
 ) -> OrgAccess:
-    return await access_for_caller(service, caller, org_id)
+    """For read routes that keys may use: the key's own organization (another one is 404), or
+    the user's membership read on the read connection (404 for a non-member)."""
+    if caller.key is not None:
+        if caller.key.organization_id != org_id:
+            raise OrganizationNotFoundError(org_id)
+        return key_access(org_id, api_key_id=caller.key.id, scopes=caller.key.scopes)
+    assert caller.user is not None
+    access = await OrgQueries(connection).access(org_id, caller.user.id)
+    if access is None:
+        raise OrganizationNotFoundError(org_id)
+    return access
 
 
 ReaderAccess = Annotated[OrgAccess, Depends(get_reader_access)]

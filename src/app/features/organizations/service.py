@@ -148,6 +148,15 @@ def key_out(key: ApiKey) -> ApiKeyOut:
     )
 
 
+async def member_role(
+    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID
+) -> OrgRole | None:
+    """The user's role in a live organization, None for a non-member (for other features'
+    rules, such as who may cancel an organization's order)."""
+    found = await OrganizationDirectory(session).membership(org_id, user_id)
+    return found[1] if found is not None else None
+
+
 class OrganizationService:
     def __init__(self, session: AsyncSession, *, redis: Redis, frontend_url: str) -> None:
         self.session = session
