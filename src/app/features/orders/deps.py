@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
@@ -72,9 +72,10 @@ async def get_customer(
         if creator is None:  # accounts are deactivated, never deleted
             raise UnauthorizedError("Invalid API key")
         return OrderCustomer(creator, caller.key)
-    assert isinstance(caller.user, User)
-    service.check_may_order(caller.user)
-    return OrderCustomer(caller.user, None)
+    # A write route's caller: the tracked account (`writer_with_scope`), not a view.
+    user = cast("User", caller.user)
+    service.check_may_order(user)
+    return OrderCustomer(user, None)
 
 
 Customer = Annotated[OrderCustomer, Depends(get_customer)]

@@ -83,7 +83,7 @@ class OrderOut(BaseModel):
                 {
                     "id": "0190f1c2-7d4e-7a51-9f0e-3c2b1a0d9e8f",
                     "user_id": "0190f1b8-2c3d-7e4f-8a5b-6c7d8e9f0a1b",
-                    "organization_id": None,
+                    "organization_id": "0190f1b9-3a4b-7c5d-8e6f-7a8b9c0d1e2f",
                     "status": "pending",
                     "items": [
                         {
