@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.config import Settings, SettingsError, get_settings
+from app.core import tracing
 from app.core.cache import Cache
 from app.core.database import (
     create_engine,
-    create_read_session_factory,
     create_session_factory,
     describe_engine,
 )
@@ -32,6 +32,7 @@ from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
 from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
+from app.core.sentry import setup_sentry
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
@@ -58,7 +59,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
     install_dispatcher(session_factory, redis)
     app.state.session_factory = session_factory
-    app.state.read_session_factory = create_read_session_factory(engine)
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     passwords = Passwords(settings)
@@ -81,7 +81,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    configure_logging(settings.log_level, json=settings.json_logs)
+    if settings.otel_enabled:
+        # Before the engine and Redis clients exist (the lifespan makes them): they are traced.
+        tracing.setup_tracing("saas-api")
+    configure_logging(settings.log_level, json=settings.json_logs, trace_ids=settings.otel_enabled)
+    setup_sentry(settings, component="api")
     docs = settings.show_docs
     app = FastAPI(
         title="saas-backend",
@@ -113,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(orders_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)
+    if settings.otel_enabled:
+        tracing.instrument_app(app)
     return app
 
 
