@@ -117,7 +117,7 @@ def imports(args: argparse.Namespace) -> None:
         print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {count} |")
         previous = rss
     print(f"\nPython allocations still held after all of it (tracemalloc): {traced / 2**20:.1f} MB")
-    loaded = {m.split(".")[0] for m in data["modules"]}
+    loaded = set(data["modules"])
     print("\nEach package imported alone in a fresh interpreter (with what it pulls in):\n")
     print("| package | in a worker | RSS MB | tracemalloc MB | modules |\n|---|---|---:|---:|---:|")
     for name in PACKAGES:
@@ -125,7 +125,7 @@ def imports(args: argparse.Namespace) -> None:
             rss, size, count = run(f"NAME = {name!r}\n" + _ONE)
         except subprocess.CalledProcessError:
             continue
-        where = "yes" if name.split(".")[0] in loaded else "no"
+        where = "yes" if name in loaded else "no"
         print(f"| `{name}` | {where} | {rss:.1f} | {size / 2**20:.1f} | {count} |")
     tops = sorted({m.split(".")[0] for m in data["modules"] if not m.startswith("_")})
     print(f"\n{len(data['modules'])} modules; top-level: {', '.join(tops)}")
