@@ -82,7 +82,7 @@ _PROCESS = textwrap.dedent(
 
     async def main():
         settings = load_settings(
-            environment="test", database_url="postgresql+asyncpg://u@h/d",
+            environment="development", database_url="postgresql+asyncpg://u@h/d",
             redis_url="redis://h/0", jwt_secret="x" * 64, password_hash_concurrency=2,
         )
         passwords = security.Passwords(settings)
