@@ -58,11 +58,19 @@ class Authenticated:
 async def _authenticate(
     request: Request, token: str | None, session: AsyncSession
 ) -> Authenticated:
-    if not token:
-        raise UnauthorizedError("Missing bearer token")
     # Tokens and Redis straight from the app's state, not as dependencies of their own: this
     # runs on every authenticated request, and each FastAPI dependency costs about 10 us.
-    state = request.app.state
+    return await authenticate(request.app.state, token, session, untracked=reads_only(request))
+
+
+async def authenticate(
+    state: Any, token: str | None, session: AsyncSession, *, untracked: bool
+) -> Authenticated:
+    """The active user behind an access token and its claims, from the app's state (also for
+    connections that are not requests: the event stream's WebSocket). `untracked` for callers
+    that only read the account."""
+    if not token:
+        raise UnauthorizedError("Missing bearer token")
     tokens: Tokens = state.tokens
     redis: ArqRedis = state.redis
     try:
@@ -77,7 +85,7 @@ async def _authenticate(
         raise UnauthorizedError("This session has ended")
     # A read-only request gets the account as a plain object, read more cheaply; any other
     # gets it tracked by the session, since it may change it.
-    user = await UserService(session).get(claims.subject, untracked=reads_only(request))
+    user = await UserService(session).get(claims.subject, untracked=untracked)
     if user is None or not user.is_active or user.token_version != claims.version:
         raise UnauthorizedError("Invalid or expired token")
     return Authenticated(user, claims)

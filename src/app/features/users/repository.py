@@ -45,6 +45,20 @@ class UserRepository:
         values["role"] = Role(values["role"])
         return User(**values)
 
+    async def token_states(
+        self, user_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[bool, int, Role]]:
+        """(is_active, token_version, role) of each of these users that exists, in one query."""
+        if not user_ids:
+            return {}
+        rows = await (await driver_connection(self.session)).fetch(
+            "SELECT id, is_active, token_version, role FROM users WHERE id = ANY($1::uuid[])",
+            list(user_ids),
+        )
+        return {
+            row["id"]: (row["is_active"], row["token_version"], Role(row["role"])) for row in rows
+        }
+
     async def get_by_email(self, email: str) -> User | None:
         result = await self.session.execute(
             sa.select(User).where(User.email == email.strip().lower())  # type: ignore[arg-type]

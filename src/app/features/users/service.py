@@ -27,6 +27,13 @@ class UserService:
             return await self.users.get_untracked(user_id)
         return await self.users.get(user_id)
 
+    async def token_states(
+        self, user_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[bool, int, Role]]:
+        """(is_active, token_version, role) per existing user: what decides whether the
+        user's tokens still hold (long-lived connections re-check it in bulk)."""
+        return await self.users.token_states(user_ids)
+
     async def require(self, user_id: uuid.UUID) -> User:
         user = await self.users.get(user_id)
         if user is None:
