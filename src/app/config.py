@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     outbox_relay_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_retention_hours: float = Field(default=168.0, gt=0)
     worker_shutdown_grace_seconds: int = Field(default=20, ge=0)
+    # The worker's own Prometheus endpoint (`/metrics` on APP_HOST:this port); 0 = none.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    # Observability: traces (OpenTelemetry, configured by the standard OTEL_* variables) and
+    # error reports (Sentry). Both off by default; off loads none of their code.
+    otel_enabled: bool = False
+    sentry_dsn: SecretStr | None = None
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
     # Real-time events (features/events): the Redis Streams they are kept in, the connections
     # that carry them. Each stream keeps at least `events_retention_seconds` of history, cut
@@ -167,6 +175,9 @@ class Settings(BaseSettings):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     require_verified_email: bool = False
     cache_ttl_seconds: int = Field(default=60, ge=1)
+    # 0: public catalog reads say `Cache-Control: public, no-cache` (revalidate on every use, so
+    # a write is seen at once); N > 0: `public, max-age=N` for a CDN that may serve N s stale.
+    catalog_max_age_seconds: int = Field(default=0, ge=0)
 
     # `saas serve`
     host: str = "127.0.0.1"

@@ -58,12 +58,33 @@ def _parse(value: str) -> RateLimitItem:
     return parse(value)
 
 
+# Count one attempt only while the window is under its limit, in one round trip: a burst of
+# concurrent attempts can never get more than `limit` of them through (a GET, then an INCR
+# later, lets every attempt of a burst read the same count). KEYS[1] the window's key,
+# ARGV[1] the limit, ARGV[2] the window in milliseconds. Returns {count, ttl_ms, admitted}.
+_ACQUIRE_SCRIPT = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local admitted = 0
+if count < tonumber(ARGV[1]) then
+  count = redis.call('INCR', KEYS[1])
+  admitted = 1
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  if count > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  ttl = tonumber(ARGV[2])
+end
+return {count, ttl, admitted}
+"""
+
+
 class RateLimiter:
     """Fixed-window counters in Redis (`limits` async storage on the app's connection pool)."""
 
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self.enabled = settings.rate_limit_enabled
         self._settings = settings
+        self._acquire = redis.register_script(_ACQUIRE_SCRIPT)
         self._storage = RedisStorage(
             "async+" + _limits_uri(settings.redis_url),
             implementation="redispy",
@@ -91,6 +112,25 @@ class RateLimiter:
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None
         return count <= item.amount, state
+
+    async def acquire(
+        self, item: RateLimitItem, scope: str, identity: str
+    ) -> tuple[bool, WindowState]:
+        """Count one attempt if the window has room for it, atomically (one Redis round trip).
+
+        For limits checked *before* the work they guard (a password verify): an attempt that
+        is not admitted is not counted, and however many arrive at once, at most `limit` are
+        admitted per window. Returns whether this one was, and the window's state.
+        """
+        key = f"{KEY_PREFIX}:{self._key(item, scope, identity)}"
+        window_ms = item.get_expiry() * 1000
+        try:
+            count, ttl_ms, admitted = await self._acquire(keys=[key], args=[item.amount, window_ms])
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        reset_in = max(1, math.ceil(int(ttl_ms) / 1000))
+        state = WindowState(item.amount, max(0, item.amount - int(count)), reset_in)
+        return bool(admitted), state
 
     async def check(self, item: RateLimitItem, scope: str, identity: str) -> WindowState:
         """The window's state without counting (`remaining == 0` means the next one is over)."""

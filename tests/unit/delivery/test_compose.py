@@ -19,6 +19,7 @@ from app.config import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 APP_SERVICES = ("migrate", "api", "worker")
+OBSERVABILITY_SERVICES = {"otel-collector", "jaeger", "prometheus", "grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def _env_example_names() -> list[str]:
 
 class TestServices:
     def test_the_stack_has_every_part(self, stack: dict[str, Any]) -> None:
-        assert set(stack) == {
+        assert set(stack) - OBSERVABILITY_SERVICES == {
             "postgres",
             "redis",
             "mailpit",
@@ -131,10 +132,20 @@ class TestServices:
         assert "/health" in " ".join(proxy["healthcheck"]["test"])
 
     def test_only_the_proxy_and_mailpit_publish_host_ports(self, stack: dict[str, Any]) -> None:
-        assert {name for name, service in stack.items() if "ports" in service} == {
-            "proxy",
-            "mailpit",
-        }
+        assert {
+            name
+            for name, service in stack.items()
+            if "ports" in service and name not in OBSERVABILITY_SERVICES
+        } == {"proxy", "mailpit"}
+
+    def test_observability_services_are_in_their_profile_only(self, stack: dict[str, Any]) -> None:
+        profiled = {name for name, service in stack.items() if "profiles" in service}
+        assert profiled == OBSERVABILITY_SERVICES
+        for name in OBSERVABILITY_SERVICES:
+            assert stack[name]["profiles"] == ["observability"]
+            # Their UIs are for the operator on the host, never for the network.
+            for port in stack[name].get("ports", []):
+                assert port.startswith("127.0.0.1:"), (name, port)
 
     def test_secrets_are_not_written_in_the_file(self, stack: dict[str, Any]) -> None:
         database_url = stack["api"]["environment"]["APP_DATABASE_URL"]
@@ -148,7 +159,9 @@ class TestServices:
     @pytest.mark.parametrize("name", APP_SERVICES)
     def test_app_environment_names_real_settings(self, stack: dict[str, Any], name: str) -> None:
         fields = {f"APP_{field.upper()}" for field in Settings.model_fields}
-        assert set(stack[name]["environment"]) <= fields
+        names = set(stack[name]["environment"])
+        # Besides settings only OpenTelemetry's standard variables, read by its SDK.
+        assert {n for n in names if not n.startswith("OTEL_")} <= fields
 
 
 class TestProxyConfig:

@@ -147,17 +147,23 @@ class AuthService:
         user = await self.users.get(user_id)
         if user is None or not user.is_active:
             raise InvalidEmailTokenError
+        # Every session ends, and every other reset link is used up with this one.
         await self.users.set_password(user, await self.passwords.hash(new_password))
-        await self.email_tokens.expire_for_user(user.id, EmailTokenPurpose.reset_password)
         await self._send_password_notice(user)
         log.info("auth.password_reset", user_id=str(user.id))
 
     async def change_password(
         self, user: User, *, current_password: str, new_password: str
     ) -> IssuedTokens:
-        """A new password; every earlier token fails and the caller gets a new session."""
+        """A new password; every earlier token fails and the caller gets a new session.
+
+        The current password is checked like a login's (same per-account bucket, counted
+        before the verify): this route is no unlimited password oracle for a stolen token.
+        """
+        await self._admit_password_attempt(user.email)
         if not await self.passwords.verify(user.password_hash, current_password):
             raise WrongPasswordError
+        await self._clear_password_attempts(user.email)
         await self.users.set_password(user, await self.passwords.hash(new_password))
         issued = await self._start_session(user)
         await self._send_password_notice(user)
@@ -176,37 +182,49 @@ class AuthService:
 
     async def login(self, *, email: str, password: str) -> IssuedTokens:
         """Tokens of a new session, or one answer for an unknown email and a wrong password."""
-        identity = email_identity(email)
-        failures = self.limiter.item("rate_limit_failed_logins")
-        failed_before = False
-        if self.limiter.enabled:
-            window = await self.limiter.check(failures, FAILED_LOGIN_SCOPE, identity)
-            if window.remaining == 0:
-                log.info("auth.login_locked")
-                raise rate_limited(window)
-            failed_before = window.remaining < window.limit
+        await self._admit_password_attempt(email)
         user = await self.users.get_by_email(email)
         if user is None:
             valid = await self.passwords.verify_dummy(password)
         else:
             valid = await self.passwords.verify(user.password_hash, password)
         if user is None or not valid:
-            if self.limiter.enabled:
-                await self.limiter.hit(failures, FAILED_LOGIN_SCOPE, identity)
             log.info("auth.login_failed")
             raise InvalidCredentialsError
+        # The right password: the attempt counted above is not a failure.
+        await self._clear_password_attempts(email)
         if not user.is_active:
             log.info("auth.login_refused", user_id=str(user.id), reason="inactive")
             raise AccountDisabledError
         if self.passwords.needs_rehash(user.password_hash):
             await self.users.rehash_password(user, await self.passwords.hash(password))
             log.info("auth.password_rehashed", user_id=str(user.id))
-        if failed_before:
-            # Only when there is something to clear: one Redis round trip less per login.
-            await self.limiter.clear(failures, FAILED_LOGIN_SCOPE, identity)
         issued = await self._start_session(user)
         log.info("auth.logged_in", user_id=str(user.id), session_id=str(issued.session_id))
         return issued
+
+    async def _admit_password_attempt(self, email: str) -> None:
+        """Count a password attempt on the account *before* the verify, or 429 past the limit.
+
+        One atomic Redis step (`RateLimiter.acquire`): of any burst, however wide, at most the
+        limit's number of attempts reach argon2 per window. A verify that succeeds clears the
+        count (`_clear_password_attempts`), so only failures add up. Login and the current
+        password of a password change share this bucket, per normalized email.
+        """
+        if not self.limiter.enabled:
+            return
+        failures = self.limiter.item("rate_limit_failed_logins")
+        admitted, window = await self.limiter.acquire(
+            failures, FAILED_LOGIN_SCOPE, email_identity(email)
+        )
+        if not admitted:
+            log.info("auth.login_locked")
+            raise rate_limited(window)
+
+    async def _clear_password_attempts(self, email: str) -> None:
+        if self.limiter.enabled:
+            failures = self.limiter.item("rate_limit_failed_logins")
+            await self.limiter.clear(failures, FAILED_LOGIN_SCOPE, email_identity(email))
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
         try:

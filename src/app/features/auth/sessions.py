@@ -10,7 +10,8 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.features.auth.repository import RefreshTokenRepository
+from app.features.auth.models import EmailTokenPurpose
+from app.features.auth.repository import EmailTokenRepository, RefreshTokenRepository
 
 # A logged-out (or stolen-and-revoked) session's id is kept here until its last access token
 # could have expired; the refresh tokens of the session are revoked in PostgreSQL.
@@ -24,12 +25,16 @@ def revoked_session_key(session_id: uuid.UUID) -> str:
 class SessionService:
     def __init__(self, session: AsyncSession) -> None:
         self.refresh_tokens = RefreshTokenRepository(session)
+        self.email_tokens = EmailTokenRepository(session)
 
     async def revoke_all(self, user_id: uuid.UUID) -> int:
-        """Revoke every refresh token of every session of the user.
+        """Revoke every refresh token of every session of the user, and void its reset links.
 
-        Access tokens are killed by the bump of `token_version` that goes with this call.
+        Called on every credential change (password change or reset, role change,
+        deactivation): a reset link mailed before it must not undo it. Access tokens are
+        killed by the bump of `token_version` that goes with this call.
         """
+        await self.email_tokens.expire_for_user(user_id, EmailTokenPurpose.reset_password)
         return await self.refresh_tokens.revoke_user(user_id)
 
     async def revoke(self, session_id: uuid.UUID) -> int:

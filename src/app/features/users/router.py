@@ -13,6 +13,7 @@ from app.core.errors import (
     UnauthorizedError,
     error_responses,
 )
+from app.core.ratelimit import rate_limited_response
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, AuthServiceDep, CurrentUser
 from app.features.auth.errors import WrongPasswordError
@@ -44,13 +45,18 @@ async def update_me(body: ProfileUpdate, user: CurrentUser, users: UserServiceDe
 @router.post(
     "/me/password",
     response_model=TokenPair,
-    responses=error_responses(WrongPasswordError, *AUTH),
+    responses={**error_responses(WrongPasswordError, *AUTH), **rate_limited_response()},
 )
 async def change_password(
     body: PasswordChangeIn, user: CurrentUser, auth: AuthServiceDep, response: Response
 ) -> TokenPair:
     """Change the password. Every earlier token of the account stops working, in every
-    session; this client carries on with the new pair returned here."""
+    session, and reset links sent before stop working; this client carries on with the new
+    pair returned here.
+
+    A wrong `current_password` counts as a failed login of the account (the same per-account
+    bucket as `/auth/login`); past that limit this route answers 429 with `Retry-After`.
+    """
     issued = await auth.change_password(
         user, current_password=body.current_password, new_password=body.new_password
     )
