@@ -130,10 +130,10 @@ async def test_a_slow_client_is_dropped_with_1008_while_a_fast_one_keeps_every_e
             code = closed.rcvd.code if closed.rcvd else None
     assert code == 1008
     assert got < 1500
-    assert await _metric(server, "events_slow_disconnects_total", "ws") == 1
-    assert await _metric(server, "events_dropped_total", "ws") >= 1000
-    assert await _metric(server, "events_sent_total", "ws") >= 1500
-    assert await _metric(server, "events_connections", "ws") == 1
+    assert await _metric(server, "realtime_slow_disconnects_total", "ws") == 1
+    assert await _metric(server, "realtime_events_dropped_total", "ws") >= 1000
+    assert await _metric(server, "realtime_events_sent_total", "ws") >= 1500
+    assert await _metric(server, "realtime_connections", "ws") == 1
     await fast.close()
 
 

@@ -116,20 +116,23 @@ class TestReplay:
         assert replay.events is None
         assert replay.reset_id == newest
 
-    async def test_an_id_the_cap_cut_past_gets_a_reset(
-        self, store: EventStore, redis_client: Redis
-    ) -> None:
-        me = f"user:{uuid.uuid4()}"
+    async def test_an_id_the_cap_cut_past_gets_a_reset(self, redis_client: Redis) -> None:
+        store = EventStore(redis_client, retention_seconds=3600, max_length=3)
+        me, other = f"user:{uuid.uuid4()}", f"user:{uuid.uuid4()}"
         start = await _publish(store, me)
-        for _ in range(5):
-            await _publish(store, me)
-        # The operator's cap removed entries after the client's id from its stream.
-        await redis_client.xtrim(stream_key(me), maxlen=2, approximate=False)
+        mine = [await _publish(store, me) for _ in range(5)]
+        # The operator's cap (3 per stream) cut entries after the client's id from its stream.
+        assert [e.decode() for e, _ in await redis_client.xrange(stream_key(me))] == mine[-3:]
         replay = await store.replay({me}, start)
         assert replay.events is None
-        # Trimmed before the client's id: nothing it needs is gone.
-        kept = [entry.decode() for entry, _ in await redis_client.xrange(stream_key(me))]
-        assert await _all(store, {me}, kept[0]) == kept[1:]
+        assert replay.reset_id == mine[-1]
+        # From an id at or after the newest cut, nothing it needs is gone.
+        assert await _all(store, {me}, mine[-3]) == mine[-2:]
+        # Another user's stream was not cut: resuming there is fine (from an id the admins'
+        # stream still holds).
+        kept = [e.decode() for e, _ in await redis_client.xrange(ALL_STREAM)]
+        theirs = await _publish(store, other)
+        assert await _all(store, {other}, kept[-1]) == [theirs]
 
     async def test_nothing_published_yet_resets_to_zero(self, store: EventStore) -> None:
         assert await store.newest_id() == "0-0"

@@ -5,28 +5,28 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 CONNECTIONS = Gauge(
-    "events_connections",
+    "realtime_connections",
     "Open event stream connections, by transport (ws, sse).",
     ["transport"],
     multiprocess_mode="livesum",
 )
 SENT = Counter(
-    "events_sent",
+    "realtime_events_sent",
     "Events sent to clients (live and replayed), by transport.",
     ["transport"],
 )
 DROPPED = Counter(
-    "events_dropped",
+    "realtime_events_dropped",
     "Events not sent because their connection was dropped as too slow, by transport.",
     ["transport"],
 )
 SLOW_DISCONNECTS = Counter(
-    "events_slow_disconnects",
+    "realtime_slow_disconnects",
     "Connections dropped because more live events than allowed were queued behind them.",
     ["transport"],
 )
 PUBLISHED = Counter(
-    "events_published",
+    "realtime_events_published",
     "Events published to the streams by this server, by path (commit, relay).",
     ["path"],
 )

@@ -10,8 +10,9 @@ try to publish a row without ever producing it twice.
 
 Streams keep at least `events_retention_seconds` of history: each append trims entries older than
 that (MINID, approximately: whole macro nodes, so a little more is kept) and the operator's cap
-(MAXLEN, `events_stream_max_length`) may cut further. Audience streams that receive nothing
-expire after the retention period.
+(MAXLEN, `events_stream_max_length`) may cut further; the newest id it cut from each stream is
+remembered, so that a resume from before it gets a reset rather than a gap. Audience streams
+that receive nothing expire after the retention period.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from app.features.events.audience import ADMINS
 KEY_PREFIX = "events:{s}:"
 ALL_STREAM = KEY_PREFIX + ADMINS
 _PUBLISHED_PREFIX = KEY_PREFIX + "published:"
+# Per stream, the newest id that the operator's cap cut from it.
+CUT_KEY = KEY_PREFIX + "cut"
 
 # What a Redis outage looks like from redis-py: refused, reset, timed out.
 REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
@@ -44,21 +47,32 @@ StreamId = tuple[int, int]
 _PUBLISH = """
 local done = redis.call('GET', KEYS[1])
 if done then return done end
+local cap = tonumber(ARGV[2])
+local function trim(key, minid)
+  redis.call('XTRIM', key, 'MINID', '~', minid)
+  -- The operator's cap, exactly, remembering the newest id it cut: a client resuming from an
+  -- older id would miss events, and gets a reset instead.
+  local over = redis.call('XLEN', key) - cap
+  if over > 0 then
+    local gone = redis.call('XRANGE', key, '-', '+', 'COUNT', over)
+    redis.call('HSET', KEYS[2], key, gone[#gone][1])
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    redis.call('XTRIM', key, 'MAXLEN', cap)
+  end
+end
 local fields = {'e', ARGV[4], 'd', ARGV[5], 'at', ARGV[6], 'a', ARGV[7]}
-local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[3], '*', unpack(fields))
 local ms = tonumber(string.match(id, '^(%d+)'))
 local minid = tostring(ms - tonumber(ARGV[1]))
-redis.call('XTRIM', KEYS[2], 'MINID', '~', minid)
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
-for i = 3, #KEYS do
+trim(KEYS[3], minid)
+for i = 4, #KEYS do
   local added = redis.pcall('XADD', KEYS[i], id, unpack(fields))
   if type(added) == 'table' and added.err then
     -- This stream is ahead of the admins' one (only after the latter was lost): start it again.
     redis.call('DEL', KEYS[i])
     redis.call('XADD', KEYS[i], id, unpack(fields))
   end
-  redis.call('XTRIM', KEYS[i], 'MINID', '~', minid)
-  redis.call('XTRIM', KEYS[i], 'MAXLEN', '~', ARGV[2])
+  trim(KEYS[i], minid)
   redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
 redis.call('SET', KEYS[1], id, 'PX', ARGV[3])
@@ -158,7 +172,7 @@ class EventStore:
         """Append one event to its streams (once per outbox id); returns its id."""
         extra = [stream_key(audience) for audience in audiences if audience != ADMINS]
         result = await self._publish(
-            keys=[_PUBLISHED_PREFIX + outbox_id, ALL_STREAM, *extra],
+            keys=[_PUBLISHED_PREFIX + outbox_id, CUT_KEY, ALL_STREAM, *extra],
             args=[
                 self.retention_ms,
                 self.max_length,
@@ -204,16 +218,13 @@ class EventStore:
         # Older than the retention: an audience stream may have been trimmed or expired past it.
         if after[0] < now_ms - self.retention_ms:
             return False
-        for audience in audiences:
-            if audience == ADMINS:
-                continue
-            try:
-                info = await self.redis.xinfo_stream(stream_key(audience))
-            except ResponseError:
-                continue  # expired: all its entries were older than the retention
-            deleted = parse_id(info.get("max-deleted-entry-id"))
-            if deleted is not None and deleted > after:
-                return False  # the cap cut entries after the client's id
+        streams = [stream_key(audience) for audience in audiences if audience != ADMINS]
+        if streams:
+            cuts: list[Any] = await self.redis.hmget(CUT_KEY, streams)  # type: ignore[misc]
+            for cut in cuts:
+                cut_id = parse_id(cut)
+                if cut_id is not None and cut_id > after:
+                    return False  # the cap cut entries after the client's id
         return True
 
     async def _merged(self, streams: list[str], after: StreamId) -> AsyncIterator[Event]:
