@@ -95,7 +95,10 @@ async def _metric(server: LiveServer, name: str, transport: str) -> float:
 async def test_a_slow_client_is_dropped_with_1008_while_a_fast_one_keeps_every_event(
     live_server: ServeFactory, make_user: UserFactory, mint_token: Mint, publisher: MakePublisher
 ) -> None:
-    server = live_server(workers=1)
+    # A queue limit of 100 (the default is 1,000, tested in test_hub.py): the kernel's socket
+    # buffers absorb a few MB before the server has to queue at all, and this keeps the test's
+    # volume of events small.
+    server = live_server(workers=1, APP_EVENTS_QUEUE_LIMIT="100")
     alice = await make_user()
     fast, _ = await open_ws(server, mint_token(alice))
     # A client that stops reading: a tiny receive buffer and no reading from here on.
@@ -109,12 +112,12 @@ async def test_a_slow_client_is_dropped_with_1008_while_a_fast_one_keeps_every_e
     received: list[str] = []
 
     async def read_fast() -> None:
-        while len(received) < 1500:
+        while len(received) < 1000:
             received.append(json.loads(await fast.recv())["id"])
 
     reader = asyncio.create_task(read_fast())
-    for _ in range(1500):
-        ids.append(await events.order_event(alice.id, lines=20))
+    for _ in range(1000):
+        ids.append(await events.order_event(alice.id, lines=50))
     async with asyncio.timeout(60):
         await reader
     assert received == ids
@@ -129,10 +132,10 @@ async def test_a_slow_client_is_dropped_with_1008_while_a_fast_one_keeps_every_e
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else None
     assert code == 1008
-    assert got < 1500
+    assert got < 1000
     assert await _metric(server, "realtime_slow_disconnects_total", "ws") == 1
-    assert await _metric(server, "realtime_events_dropped_total", "ws") >= 1000
-    assert await _metric(server, "realtime_events_sent_total", "ws") >= 1500
+    assert await _metric(server, "realtime_events_dropped_total", "ws") >= 100
+    assert await _metric(server, "realtime_events_sent_total", "ws") >= 1000
     assert await _metric(server, "realtime_connections", "ws") == 1
     await fast.close()
 
