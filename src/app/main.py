@@ -18,7 +18,6 @@ from app.config import Settings, SettingsError, get_settings
 from app.core.cache import Cache
 from app.core.database import (
     create_engine,
-    create_read_session_factory,
     create_session_factory,
     describe_engine,
 )
@@ -63,7 +62,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
     install_dispatcher(session_factory, redis)
     app.state.session_factory = session_factory
-    app.state.read_session_factory = create_read_session_factory(engine)
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     passwords = Passwords(settings)
@@ -79,7 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     relay = Relay(store, session_factory)
     relay.install(session_factory)
-    hub = Hub(settings, redis=redis, read_session_factory=app.state.read_session_factory)
+    hub = Hub(settings, redis=redis, engine=engine)
     app.state.events_store = store
     app.state.events_hub = hub
     await hub.start(lambda: relay.run(settings.events_relay_interval_seconds, lambda: hub.running))

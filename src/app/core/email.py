@@ -4,10 +4,12 @@ Requests never talk to SMTP: `queue_email()` puts a `send_email` job in the outb
 `app.core.jobs`), so mail goes out only for committed work and survives Redis or SMTP outages.
 
 The job is idempotent. Its outbox id names the message (`Message-ID: <outbox-id@sender-domain>`)
-and keys a row in `email_deliveries`, locked while the message is sent: a re-delivered or
-concurrent run finds the row `sent` (or `failed`) and sends nothing. (So each running email job
-holds one database connection for the length of its SMTP exchange, bounded by
-`APP_SMTP_TIMEOUT_SECONDS` per step; ARQ runs at most 10 jobs at a time per worker.)
+and keys a row in `email_deliveries`. A run claims that row in a short transaction (a lease,
+`claimed_until`), talks to SMTP with no transaction open and no row locked, then records the
+outcome in a second short transaction. A re-delivered run finds the row `sent` (or `failed`) and
+sends nothing; a concurrent one finds it claimed and retries after the lease. The templates are
+rendered once per delivery, in the worker; `queue_email` only checks that they exist and that
+the context has every variable they use.
 
 Transient SMTP failures (4xx replies, connection errors, timeouts) are retried with exponential
 backoff through ARQ's `Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and
@@ -35,31 +37,33 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
+    UndefinedError,
+    meta,
     pass_context,
     select_autoescape,
 )
 from jinja2.runtime import Context
-from sqlalchemy import delete, literal_column, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from structlog.contextvars import bound_contextvars
 
 from app.config import Settings
-from app.core import metrics
+from app.core import metrics, outbox
 from app.core.database import session_scope, utcnow
-from app.core.jobs import enqueue
+from app.core.email_deliveries import DeliveryStatus, EmailDelivery
 from app.core.logging import get_logger
-from app.core.outbox import DeliveryStatus, EmailDelivery, OutboxMessage
 
 log = get_logger(__name__)
 
 SEND_EMAIL_JOB = "send_email"
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
 MAX_BACKOFF_SECONDS = 3600.0
-# Only to check at enqueue time that a template renders; the worker renders with real Settings.
-_CHECK_FRONTEND_URL = "http://localhost"
-_CHECK_CURRENCY = "USD"
+# Every template's context has these (added by `render_email`).
+_ALWAYS_DEFINED = frozenset({"frontend_url", "currency"})
+# An SMTP exchange is a handful of steps, each bounded by the SMTP timeout: a claim outlives it.
+_SMTP_STEPS = 8
 
 
 @pass_context
@@ -116,6 +120,28 @@ def render_email(
     )
 
 
+@cache
+def _variables(template: str, directory: Path = TEMPLATES_DIR) -> frozenset[str]:
+    """The top-level variables the three parts of `template` use (parsed once, not rendered).
+
+    Raises `TemplateNotFound` for a template that does not exist.
+    """
+    env = _environment(directory)
+    names: set[str] = set()
+    for part in (f"{template}.subject.txt", f"{template}.txt", f"{template}.html"):
+        source, _, _ = env.loader.get_source(env, part)  # type: ignore[union-attr]
+        names |= meta.find_undeclared_variables(env.parse(source))
+    return frozenset(names)
+
+
+def check_template(template: str, context: dict[str, Any]) -> None:
+    """That `template` exists and `context` defines every variable it uses, without rendering
+    it: a bug fails the request that asked for the mail (and its tests), not the worker later."""
+    missing = sorted(_variables(template) - _ALWAYS_DEFINED - context.keys())
+    if missing:
+        raise UndefinedError(f"{template}: {', '.join(repr(name) for name in missing)} undefined")
+
+
 def message_id_for(outbox_id: uuid.UUID, sender: str) -> str:
     _, at, domain = parseaddr(sender)[1].rpartition("@")
     return f"<{outbox_id}@{domain if at and domain else 'localhost'}>"
@@ -144,14 +170,13 @@ async def queue_email(
     Jinja2), <template>.txt, <template>.html. `context` must be JSON-serialisable;
     `frontend_url` and `currency` are added by the renderer.
 
-    The templates are rendered once here as a check, so that a missing template or variable fails
-    the request that asked for the mail (a bug to see in its tests) rather than the worker later.
+    A missing template or variable fails here (`check_template`); the worker renders it.
     """
     address = to.strip()
     if not address or "@" not in address or any(c in address for c in "\r\n"):
         raise ValueError("not an email address")
-    render_email(template, context, frontend_url=_CHECK_FRONTEND_URL, currency=_CHECK_CURRENCY)
-    return await enqueue(
+    check_template(template, context)
+    return await outbox.enqueue(
         session, SEND_EMAIL_JOB, {"to": address, "template": template, "context": context}
     )
 
@@ -190,22 +215,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
-async def deliver(
+async def _claim(
     factory: async_sessionmaker[AsyncSession],
     settings: Settings,
     *,
     outbox_id: uuid.UUID,
-    job_try: int,
+    message_id: str,
     to: str,
     template: str,
-    context: dict[str, Any],
-) -> str:
-    """Send the email of one outbox row at most once; returns the delivery's status.
-
-    Raises `Retry` after a transient failure while tries remain.
-    """
-    message_id = message_id_for(outbox_id, settings.mail_from)
-    retry_in: float | None = None
+) -> str | float | None:
+    """Claim the delivery for one send: None when claimed; the status when it is already
+    done; the seconds until another run's claim lapses when one is sending it now."""
+    now = utcnow()
     async with session_scope(factory) as session:
         await session.execute(
             insert(EmailDelivery)
@@ -218,8 +239,7 @@ async def deliver(
             )
             .on_conflict_do_nothing(index_elements=["outbox_id"])
         )
-        # Held until this transaction ends: a concurrent run of the same job waits here, then
-        # finds the row sent.
+        # Locked only for this short transaction: two runs of the job claim one after the other.
         delivery = (
             await session.execute(
                 select(EmailDelivery)
@@ -228,55 +248,101 @@ async def deliver(
             )
         ).scalar_one()
         if delivery.status != DeliveryStatus.pending:
-            log.info("email.skipped", status=delivery.status, message_id=message_id)
-            metrics.email_delivery("skipped")
             return str(delivery.status)
+        if delivery.claimed_until is not None and delivery.claimed_until > now:
+            return (delivery.claimed_until - now).total_seconds()
         delivery.attempts += 1
-        try:
-            rendered = render_email(
-                template, context, frontend_url=settings.frontend_url, currency=settings.currency
-            )
-            await send_message(
-                settings,
-                build_message(rendered, to=to, sender=settings.mail_from, message_id=message_id),
-            )
-        except TemplateError as exc:
-            delivery.status = DeliveryStatus.failed
-            delivery.last_error = _describe(exc)
-            log.error("email.failed", reason="template", error=delivery.last_error)
-        except Exception as exc:
-            if not is_transient(exc):
-                delivery.status = DeliveryStatus.failed
-                delivery.last_error = _describe(exc)
-                log.error("email.failed", reason="permanent", error=delivery.last_error)
-            elif job_try >= settings.email_max_tries:
-                delivery.status = DeliveryStatus.failed
-                delivery.last_error = _describe(exc)
-                log.error(
-                    "email.failed", reason="tries_exhausted", tries=job_try, error=_describe(exc)
-                )
-            else:
-                delivery.last_error = _describe(exc)
-                retry_in = backoff_seconds(settings, job_try)
-                metrics.email_delivery("retried")
-                log.warning("email.deferred", retry_in_s=retry_in, error=delivery.last_error)
-        else:
-            delivery.status = DeliveryStatus.sent
-            delivery.sent_at = utcnow()
-            delivery.last_error = None
-            log.info("email.sent", message_id=message_id, attempts=delivery.attempts)
-        status = str(delivery.status)
-        if retry_in is None:
-            metrics.email_delivery(status)
-            # Done either way: the context may hold a token; the row keeps `to` and `template`.
+        delivery.claimed_until = now + timedelta(
+            seconds=settings.smtp_timeout_seconds * _SMTP_STEPS
+        )
+    return None
+
+
+async def _record(
+    factory: async_sessionmaker[AsyncSession],
+    outbox_id: uuid.UUID,
+    *,
+    status: DeliveryStatus,
+    error: str | None,
+) -> None:
+    """The outcome of a send, and the claim released; once done, the payload's context (which
+    may hold a token) is scrubbed from the outbox row, which keeps `to` and `template`."""
+    async with session_scope(factory) as session:
+        delivery = (
             await session.execute(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id) == outbox_id)
-                .values(payload=literal_column("jsonb_set(payload, '{context}', '{}'::jsonb)"))
+                select(EmailDelivery)
+                .where(col(EmailDelivery.outbox_id) == outbox_id)
+                .with_for_update()
             )
+        ).scalar_one()
+        delivery.status = status
+        delivery.last_error = error
+        delivery.claimed_until = None
+        if status == DeliveryStatus.sent:
+            delivery.sent_at = utcnow()
+        if status != DeliveryStatus.pending:
+            await outbox.scrub(session, outbox_id, "context")
+
+
+async def deliver(
+    factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    outbox_id: uuid.UUID,
+    job_try: int,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+) -> str:
+    """Send the email of one outbox row at most once; returns the delivery's status.
+
+    Raises `Retry` after a transient failure while tries remain, and while another run holds
+    the claim.
+    """
+    message_id = message_id_for(outbox_id, settings.mail_from)
+    claim = await _claim(
+        factory, settings, outbox_id=outbox_id, message_id=message_id, to=to, template=template
+    )
+    if isinstance(claim, str):
+        log.info("email.skipped", status=claim, message_id=message_id)
+        metrics.email_delivery("skipped")
+        return claim
+    if isinstance(claim, float):
+        log.info("email.claimed_elsewhere", retry_in_s=claim, message_id=message_id)
+        raise Retry(defer=claim)
+    # No transaction is open and no row is locked from here to `_record`.
+    status, error, retry_in = DeliveryStatus.sent, None, None
+    try:
+        rendered = render_email(
+            template, context, frontend_url=settings.frontend_url, currency=settings.currency
+        )
+        await send_message(
+            settings,
+            build_message(rendered, to=to, sender=settings.mail_from, message_id=message_id),
+        )
+    except TemplateError as exc:
+        status, error = DeliveryStatus.failed, _describe(exc)
+        log.error("email.failed", reason="template", error=error)
+    except Exception as exc:
+        error = _describe(exc)
+        if not is_transient(exc):
+            status = DeliveryStatus.failed
+            log.error("email.failed", reason="permanent", error=error)
+        elif job_try >= settings.email_max_tries:
+            status = DeliveryStatus.failed
+            log.error("email.failed", reason="tries_exhausted", tries=job_try, error=error)
+        else:
+            status = DeliveryStatus.pending
+            retry_in = backoff_seconds(settings, job_try)
+            metrics.email_delivery("retried")
+            log.warning("email.deferred", retry_in_s=retry_in, error=error)
+    else:
+        log.info("email.sent", message_id=message_id, attempts=job_try)
+    await _record(factory, outbox_id, status=status, error=error)
     if retry_in is not None:
         raise Retry(defer=retry_in)
-    return status
+    metrics.email_delivery(str(status))
+    return str(status)
 
 
 async def send_email(

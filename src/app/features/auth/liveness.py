@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.reads import ReadConnection
 from app.features.auth.sessions import revoked_session_key
 from app.features.users.models import Role
-from app.features.users.service import UserService
+from app.features.users.queries import UserQueries
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class Liveness:
 
 
 async def check_sessions(
-    redis: Redis, session: AsyncSession, refs: Sequence[SessionRef]
+    redis: Redis, connection: ReadConnection, refs: Sequence[SessionRef]
 ) -> Liveness:
     """Which of these sessions have ended; raises on a Redis or database outage."""
     if not refs:
@@ -45,13 +45,13 @@ async def check_sessions(
         for session_id in session_ids:
             pipe.exists(revoked_session_key(session_id))
         revoked = {sid for sid, hit in zip(session_ids, await pipe.execute(), strict=True) if hit}
-    states = await UserService(session).token_states(list({ref.user_id for ref in refs}))
+    states = await UserQueries(connection).token_states(list({ref.user_id for ref in refs}))
     ended = set(revoked)
     roles: dict[uuid.UUID, Role] = {}
     for ref in refs:
         state = states.get(ref.user_id)
-        if state is None or not state[0] or state[1] != ref.token_version:
+        if state is None or not state.is_active or state.token_version != ref.token_version:
             ended.add(ref.session_id)
         else:
-            roles[ref.user_id] = state[2]
+            roles[ref.user_id] = state.role
     return Liveness(frozenset(ended), roles)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from app.core.reads import ReadConnection
 
 ADMINS = "admins"
 
@@ -42,7 +42,7 @@ def order_audiences(order: OrderLike) -> list[str]:
 
 
 async def organizations_of(
-    session: AsyncSession, user_ids: Iterable[uuid.UUID]
+    connection: ReadConnection, user_ids: Iterable[uuid.UUID]
 ) -> Mapping[uuid.UUID, Iterable[uuid.UUID]]:
     """The organizations each user is a member of now (none until organizations exist).
 
@@ -52,12 +52,12 @@ async def organizations_of(
 
 
 async def viewer_audiences(
-    session: AsyncSession, viewers: Mapping[uuid.UUID, bool]
+    connection: ReadConnection, viewers: Mapping[uuid.UUID, bool]
 ) -> dict[uuid.UUID, frozenset[str]]:
     """What each viewer (user id -> is admin) listens to: an admin every event, anyone else
     their own orders and the orders of their organizations."""
     members = [user_id for user_id, admin in viewers.items() if not admin]
-    organizations = await organizations_of(session, members) if members else {}
+    organizations = await organizations_of(connection, members) if members else {}
     audiences: dict[uuid.UUID, frozenset[str]] = {}
     for user_id, admin in viewers.items():
         if admin:

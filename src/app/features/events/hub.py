@@ -22,11 +22,11 @@ from types import FrameType
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.core.database import session_scope
 from app.core.logging import get_logger
+from app.core.reads import ReadConnection
 from app.features.auth.liveness import SessionRef, check_sessions
 from app.features.events import metrics
 from app.features.events.audience import viewer_audiences
@@ -169,11 +169,11 @@ class Hub:
         settings: Settings,
         *,
         redis: Redis,
-        read_session_factory: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.read_session_factory = read_session_factory
+        self.engine = engine
         self.connections: set[Connection] = set()
         self.by_audience: dict[str, set[Connection]] = {}
         self.closing = False
@@ -376,13 +376,15 @@ class Hub:
             self._last_check_ok = time.monotonic()
             return
         refs = [SessionRef(c.session_id, c.user_id, c.token_version) for c in live]
+        reads = ReadConnection(self.engine)
         try:
-            async with session_scope(self.read_session_factory) as session:
-                liveness = await check_sessions(self.redis, session, refs)
-                viewers = {user_id: role == Role.admin for user_id, role in liveness.roles.items()}
-                audiences = await viewer_audiences(session, viewers)
+            liveness = await check_sessions(self.redis, reads, refs)
+            viewers = {user_id: role == Role.admin for user_id, role in liveness.roles.items()}
+            audiences = await viewer_audiences(reads, viewers)
         except Exception as exc:  # Redis or the database away, most likely: see below
             return self._check_failed(exc)
+        finally:
+            await reads.close()
         self._last_check_ok = time.monotonic()
         for connection in live:
             if connection.session_id in liveness.ended:

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from app.core.database import session_scope
 from app.core.errors import (
     AppError,
     ServiceUnavailableError,
@@ -27,8 +26,9 @@ from app.core.errors import (
     problem_response,
 )
 from app.core.logging import get_logger
+from app.core.reads import ReadConnection
 from app.core.routing import make_router
-from app.features.auth.deps import Authenticated, BearerToken, authenticate
+from app.features.auth.deps import BearerToken, authenticate_viewer
 from app.features.events import metrics
 from app.features.events.asyncapi import build_asyncapi
 from app.features.events.audience import viewer_audiences
@@ -82,21 +82,22 @@ async def _open(state: Any, token: str | None, transport: str) -> Connection:
     """Authenticate a stream and build its connection (not yet registered)."""
     if token and token.startswith(API_KEY_PREFIX):
         raise InsufficientScopeError
-    settings = state.settings
-    async with session_scope(state.read_session_factory) as session:
-        auth: Authenticated = await authenticate(state, token, session, untracked=True)
-        user = auth.user
-        admin = user.role == Role.admin
-        audiences = (await viewer_audiences(session, {user.id: admin}))[user.id]
+    connection = ReadConnection(state.engine)
+    try:
+        viewer, claims = await authenticate_viewer(state, token, connection)
+        admin = viewer.role == Role.admin
+        audiences = (await viewer_audiences(connection, {viewer.id: admin}))[viewer.id]
+    finally:
+        await connection.close()
     return Connection(
         transport=transport,
-        user_id=user.id,
-        session_id=auth.claims.session_id,
-        token_version=auth.claims.version,
-        expires_at=auth.claims.expires_at,
+        user_id=viewer.id,
+        session_id=claims.session_id,
+        token_version=claims.version,
+        expires_at=claims.expires_at,
         is_admin=admin,
         audiences=audiences,
-        limit=settings.events_queue_limit,
+        limit=state.settings.events_queue_limit,
     )
 
 
