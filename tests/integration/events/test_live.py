@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.features.users.models import Role
 from tests.conftest import UserFactory
+from tests.integration.catalog import ProductFactory
 from tests.integration.events.conftest import (
     ALLOWED_ORIGIN,
     Publisher,
@@ -145,6 +146,58 @@ class TestDelivery:
         over_ws = await _events(ws, 3)
         assert over_ws == payloads
         await ws.close()
+
+
+class TestOrders:
+    async def test_orders_changed_through_either_process_reach_the_owner_and_admins_everywhere(
+        self,
+        live_server: ServeFactory,
+        make_user: UserFactory,
+        make_product: ProductFactory,
+        mint_token: Mint,
+    ) -> None:
+        server = live_server()
+        product = await make_product(stock=100, price_cents=250)
+        alice, bob, admin = (
+            await make_user(),
+            await make_user(),
+            await make_user(role=Role.admin),
+        )
+        alices = [await open_ws(server, mint_token(alice)) for _ in range(4)]
+        bobs = [await open_ws(server, mint_token(bob)) for _ in range(2)]
+        admins = [await open_ws(server, mint_token(admin)) for _ in range(2)]
+        headers = {"Authorization": f"Bearer {mint_token(alice)}"}
+        bodies = []
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            for quantity in (1, 2, 3):
+                response = await http.post(
+                    "/api/v1/orders",
+                    json={"items": [{"product_id": str(product.id), "quantity": quantity}]},
+                    headers=headers,
+                )
+                assert response.status_code == 201, response.text
+                bodies.append(response.json())
+            cancelled = await http.post(f"/api/v1/orders/{bodies[0]['id']}/cancel", headers=headers)
+            assert cancelled.status_code == 200
+        for ws, _ in alices + admins:
+            received = await _events(ws, 4)
+            assert [m["event"] for m in received] == ["order.created"] * 3 + [
+                "order.status_changed"
+            ]
+            # The data is the order exactly as the API answered it.
+            assert [m["data"] for m in received] == [*bodies, cancelled.json()]
+            assert received[3]["data"]["status"] == "cancelled"
+        for ws, _ in bobs:
+            await _silent(ws, 1.0)
+        for ws, _ in alices + bobs + admins:
+            await ws.close()
+        server.stop()
+        lines = server.log_lines()
+        connected = {line["pid"] for line in lines if line.get("event") == "events.connected"}
+        published = {line["pid"] for line in lines if line.get("event") == "events.published"}
+        # Connections on both processes got every event, whichever process committed it.
+        assert len(connected) == 2
+        assert published
 
 
 class TestResume:

@@ -37,7 +37,9 @@ async def test_a_committed_event_is_published_once_and_marked_relayed(
     user_id = uuid.uuid4()
     thing = Thing(id=uuid.uuid4(), user_id=user_id)
     async with session_scope(app.state.session_factory) as session:
-        row_id = await record(session, "order.created", thing, [f"user:{user_id}"])
+        row_id = await record(
+            session, "order.created", thing.model_dump_json().encode(), [f"user:{user_id}"]
+        )
         # Nothing is published before the commit.
         assert await redis_client.xlen(ALL_STREAM) == 0
 
@@ -65,7 +67,12 @@ async def test_a_rolled_back_event_is_neither_stored_nor_published(
     thing = Thing(id=uuid.uuid4(), user_id=uuid.uuid4())
     try:
         async with session_scope(app.state.session_factory) as session:
-            await record(session, "order.created", thing, [f"user:{thing.user_id}"])
+            await record(
+                session,
+                "order.created",
+                thing.model_dump_json().encode(),
+                [f"user:{thing.user_id}"],
+            )
             raise RuntimeError("the change failed")
     except RuntimeError:
         pass

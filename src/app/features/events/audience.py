@@ -19,8 +19,8 @@ ADMINS = "admins"
 
 
 class OrderLike(Protocol):
-    id: uuid.UUID
-    user_id: uuid.UUID
+    @property
+    def user_id(self) -> uuid.UUID: ...
 
 
 def user_audience(user_id: uuid.UUID) -> str:

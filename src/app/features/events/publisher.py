@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -28,7 +27,7 @@ from sqlmodel import col
 from app.core.database import after_commit, session_scope, utcnow, uuid7
 from app.core.logging import get_logger
 from app.features.events import metrics
-from app.features.events.audience import order_audiences
+from app.features.events.audience import OrderLike, order_audiences
 from app.features.events.models import EventOutbox
 from app.features.events.store import REDIS_DOWN, EventStore
 
@@ -201,13 +200,12 @@ class Relay:
                 log.warning("events.relay_failed", error=type(exc).__name__)
 
 
-async def record(
-    session: AsyncSession, name: str, data: BaseModel, audiences: list[str]
-) -> uuid.UUID:
-    """Write an event in the caller's transaction; it is published once that commits."""
+async def record(session: AsyncSession, name: str, data: bytes, audiences: list[str]) -> uuid.UUID:
+    """Write an event (`data`: its JSON) in the caller's transaction; it is published once that
+    transaction commits, never if it rolls back."""
     event_id = uuid7()
     moment = utcnow()
-    payload: dict[str, Any] = data.model_dump(mode="json")
+    payload: dict[str, Any] = json.loads(data)
     await session.execute(
         _INSERT,
         {
@@ -223,7 +221,7 @@ async def record(
         pending = PendingEvent(
             id=event_id,
             name=name,
-            data=data.model_dump_json(),
+            data=data.decode(),
             at=format_at(moment),
             audiences=tuple(audiences),
         )
@@ -235,7 +233,8 @@ async def record(
     return event_id
 
 
-async def order_event(session: AsyncSession, name: str, order: Any) -> uuid.UUID:
+async def order_event(session: AsyncSession, name: str, order: OrderLike, data: bytes) -> uuid.UUID:
     """Record an order's event (`order.created`, `order.status_changed`) with the order as it
-    now is (an OrderOut), for its owner, its organization's members and the admins."""
-    return await record(session, name, order, order_audiences(order))
+    now is (`data`: its OrderOut JSON), for its owner, its organization's members and the
+    admins. The one call the orders feature makes."""
+    return await record(session, name, data, order_audiences(order))
