@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.config import Settings, SettingsError, get_settings
+from app.core import tracing
 from app.core.cache import Cache
 from app.core.database import (
     create_engine,
@@ -31,6 +32,7 @@ from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
 from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
+from app.core.sentry import setup_sentry
 from app.features.auth.router import router as auth_router
 from app.features.events.hub import Hub
 from app.features.events.publisher import Relay
@@ -99,7 +101,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    configure_logging(settings.log_level, json=settings.json_logs)
+    if settings.otel_enabled:
+        # Before the engine and Redis clients exist (the lifespan makes them): they are traced.
+        tracing.setup_tracing("saas-api")
+    configure_logging(settings.log_level, json=settings.json_logs, trace_ids=settings.otel_enabled)
+    setup_sentry(settings, component="api")
     docs = settings.show_docs
     app = FastAPI(
         title="saas-backend",
@@ -134,6 +140,8 @@ def create_app(settings: Settings) -> FastAPI:
     if docs:
         app.include_router(events_docs_router)
     app.include_router(auth_router, prefix=API_PREFIX)
+    if settings.otel_enabled:
+        tracing.instrument_app(app)
     return app
 
 

@@ -31,13 +31,14 @@ from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
 from app.config import Settings, get_settings
-from app.core import metrics, outbox
+from app.core import metrics, outbox, tracing
 from app.core.database import create_engine, create_session_factory
 from app.core.email import SEND_EMAIL_JOB, prune_deliveries, send_email
 from app.core.idempotency import purge_idempotency_keys
 from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
 from app.core.redis import arq_redis_settings, create_redis
+from app.core.sentry import setup_sentry
 
 log = get_logger(__name__)
 
@@ -257,7 +258,10 @@ def start_metrics_server(settings: Settings) -> Any:
 
 
 def run(settings: Settings, *, burst: bool = False) -> None:
-    configure_logging(settings.log_level, json=settings.json_logs)
+    if settings.otel_enabled:
+        tracing.setup_tracing("saas-worker")
+    configure_logging(settings.log_level, json=settings.json_logs, trace_ids=settings.otel_enabled)
+    setup_sentry(settings, component="worker")
     server = start_metrics_server(settings)
     worker = create_worker(settings, burst=burst)
     try:
