@@ -219,21 +219,20 @@ async def health_p99(url: str, requests: int) -> float:
 
 
 async def open_clients(server: Server, tokens: list[str]) -> list[Any]:
+    """One authenticated WebSocket per token, in the tokens' order."""
     from websockets.asyncio.client import connect
 
-    sockets: list[Any] = []
     limit = asyncio.Semaphore(100)
 
-    async def one(token: str) -> None:
+    async def one(token: str) -> Any:
         async with limit:
             ws = await connect(server.ws_url, open_timeout=60, max_queue=None)
             await ws.send(json.dumps({"type": "auth", "access_token": token}))
             ready = json.loads(await ws.recv())
             assert ready["type"] == "ready", ready
-            sockets.append(ws)
+            return ws
 
-    await asyncio.gather(*(one(token) for token in tokens))
-    return sockets
+    return list(await asyncio.gather(*(one(token) for token in tokens)))
 
 
 @dataclass
