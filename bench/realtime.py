@@ -164,6 +164,7 @@ def minter(env: dict[str, str]) -> Any:
             database_url=env["APP_DATABASE_URL"],
             redis_url=env["APP_REDIS_URL"],
             jwt_secret=env["APP_JWT_SECRET"],
+            storage_url=env["APP_STORAGE_URL"],
             access_token_ttl_seconds=7200,
         )
     )
@@ -405,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                 APP_RATE_LIMIT_ENABLED="false",
                 APP_ACCESS_TOKEN_TTL_SECONDS="7200",
                 APP_SMTP_PORT=str(free_port()),
+                # Required in production; nothing here touches an image (the S3 client is made
+                # on first use), so nothing needs to listen there.
+                APP_STORAGE_URL=f"s3://bench-media?endpoint=http://127.0.0.1:{free_port()}",
                 APP_DB_POOL_SIZE="10",
             )
             users, product = asyncio.run(seed(database_url, max(args.clients, 100), args.admins))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import fnmatch
 import json
@@ -437,6 +438,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--token-users", type=int, default=64, help="users logged in for tokens")
     parser.add_argument(
+        "--cursor-depth",
+        type=int,
+        default=50_000,
+        help="rows before the deep order page of order_list_*_deep (50000; a multiple of 20)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -533,6 +540,9 @@ def app_env(
         # No worker runs during the bench: queued emails stay queued, nothing is sent anywhere.
         "APP_SMTP_HOST": "127.0.0.1",
         "APP_SMTP_PORT": str(smtp_port),
+        # Required in production; no scenario touches an image, and the S3 client is made on
+        # first use, so nothing listens there and nothing needs to.
+        "APP_STORAGE_URL": f"s3://bench-media?endpoint=http://127.0.0.1:{smtp_port}",
         **appglue.rate_limit_env(),
     }
     for item in run.args.set:
@@ -813,6 +823,65 @@ def _execute(run: Run, redis_url: str, database_url: str, free_port: Any) -> Non
         redis.close()
 
 
+_ADMIN_ENTRIES: dict[Path, dict[str, Any]] = {}
+
+
+def _admin_entry(path: Path) -> dict[str, Any]:
+    return _ADMIN_ENTRIES[path]
+
+
+def _deep_page_setup(
+    run: Run,
+    api: Server,
+    workers: int,
+    seeded: seed.SeedResult,
+    settings: Any,
+    data: dict[str, Any],
+) -> tuple[Path | None, dict[str, str], str]:
+    """An admin's token (the first token user, promoted) and the deep page's placeholders:
+    `{cursor}`, the cursor after row `--cursor-depth` of the admin's list of every order, and
+    `{deep_page}`, the page of 20 that starts there."""
+    import asyncpg
+
+    depth = max(1, run.args.cursor_depth)
+    depth = min(depth, max(1, seeded.orders - 20))
+    admin = seeded.token_users[0]
+
+    async def prepare() -> tuple[str, Any, Any]:
+        conn = await asyncpg.connect(dsn(settings.database_url))
+        try:
+            await conn.execute("UPDATE users SET role = 'admin' WHERE id = $1", _uuid(admin["id"]))
+            row = await conn.fetchrow(
+                "SELECT created_at, id FROM orders ORDER BY created_at DESC, id DESC "
+                "OFFSET $1 LIMIT 1",
+                depth - 1,
+            )
+        finally:
+            await conn.close()
+        tokens, problems = await _login_tokens(api.base_url, [admin], seed.PASSWORD)
+        if not tokens:
+            return "", None, problems
+        return tokens[0]["token"], row, problems
+
+    token, row, problems = asyncio.run(prepare())
+    if not token or row is None:
+        return None, {}, f"no admin token or no row at depth {depth}: {problems}"
+    placeholders = {"deep_page": str(depth // 20 + 1)}
+    cursor = appglue.order_cursor(settings, admin["id"], row["created_at"], row["id"])
+    if cursor:
+        placeholders["cursor"] = cursor
+    entry = {"token": token, "user_id": admin["id"], "orders": []}
+    path = write_lua_data(
+        run.raw_dir / f"{workers}w-admin-data.lua",
+        {"auth": [entry], "products": data["products"], "logins": []},
+    )
+    _ADMIN_ENTRIES[path] = entry
+    run.notes.append(
+        f"{workers}w: deep order pages at depth {depth} of {seeded.orders} orders, as an admin"
+    )
+    return path, placeholders, ""
+
+
 def _run_api(
     run: Run,
     env: dict[str, str],
@@ -988,8 +1057,34 @@ def _measure_api(
                 "answered without an ETag"
             )
     data_file = write_lua_data(run.raw_dir / f"{workers}w-api-data.lua", data)
+    admin_file: Path | None = None
+    deep: dict[str, str] = {}
+    if any("admin" in s.needs for s in selected) and data["auth"]:
+        admin_file, deep, problem = _deep_page_setup(run, api, workers, seeded, settings, data)
+        if problem:
+            run.notes.append(f"{workers}w: deep order pages: {problem}")
     by_name = {s.name: s for s in SCENARIOS}
     for scenario in selected:
+        if "admin" in scenario.needs:
+            if admin_file is None:
+                run.outcomes.append(Outcome(scenario, workers, skipped="no admin token"))
+                continue
+            path = scenario.path
+            for name, value in deep.items():
+                path = path.replace("{" + name + "}", value)
+            if "{" in path:
+                run.outcomes.append(
+                    Outcome(scenario, workers, skipped="no cursor pages on this tree")
+                )
+                continue
+            scenario = dataclasses.replace(scenario, path=path)
+            problem = _probe(api.base_url, scenario, {"auth": [_admin_entry(admin_file)]})
+            api.take_errors(None)
+            outcome = measure(run, api, scenario, admin_file, workers)
+            if problem:
+                outcome.notes.insert(0, problem)
+            run.outcomes.append(outcome)
+            continue
         if "tokens" in scenario.needs and not data["auth"]:
             run.outcomes.append(
                 Outcome(

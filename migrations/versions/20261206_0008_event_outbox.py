@@ -1,7 +1,7 @@
 """events: the outbox of real-time order events, relayed to Redis Streams after commit
 
 Revision ID: 0008
-Revises: 0011
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0008"
-down_revision: str | None = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

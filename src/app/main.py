@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
-from app.config import Settings, SettingsError, get_settings
+from app.config import Settings, SettingsError, available_cpus, get_settings
 from app.core import tracing
 from app.core.cache import Cache
 from app.core.database import (
@@ -33,6 +34,7 @@ from app.core.redis import create_redis
 from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
 from app.core.sentry import setup_sentry
+from app.core.storage import open_object_store
 from app.features.auth.router import router as auth_router
 from app.features.events.hub import Hub
 from app.features.events.publisher import Relay
@@ -41,8 +43,10 @@ from app.features.events.router import router as events_router
 from app.features.events.store import EventStore
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
+from app.features.products.router import IMAGE_UPLOAD_ROUTE, images_router
 from app.features.products.router import router as products_router
 from app.features.users.router import router as users_router
+from app.shared.cursor import Cursors
 
 log = get_logger(__name__)
 
@@ -70,6 +74,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.passwords = passwords
     app.state.tokens = Tokens(settings)
     app.state.rate_limiter = RateLimiter(settings, redis)
+    storage = open_object_store(settings)
+    app.state.object_store = await storage.__aenter__()
+    # Image decoding holds a core and up to a few hundred MB: a few at a time per process.
+    app.state.image_limiter = anyio.CapacityLimiter(max(1, min(4, available_cpus())))
     # Real-time events: published after commit from this process's sessions, relayed when that
     # did not happen, and fanned out to this process's streams by one reader.
     store = EventStore(
@@ -95,6 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.stop()
         await relay.drain()
         passwords.close()
+        await storage.__aexit__(None, None, None)
         await redis.aclose()
         await engine.dispose()
         log.info("app.stopped")
@@ -125,8 +134,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.cursors = Cursors(settings.jwt_secret.get_secret_value())
     register_error_handlers(app)
-    install_middleware(app, settings)
+    install_middleware(app, settings, body_limit_exempt=[IMAGE_UPLOAD_ROUTE])
     install_openapi(app)
     if docs:
         install_docs(app, openapi_url="/openapi.json", swagger_ui_parameters=SWAGGER_UI_PARAMETERS)
@@ -134,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     # first. Auth comes last: a login costs an argon2 verify, thousands of times the matching.
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
+    app.include_router(images_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(events_router, prefix=API_PREFIX)

@@ -39,6 +39,13 @@ from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outb
 from app.core.logging import configure_logging, get_logger
 from app.core.redis import arq_redis_settings, create_redis
 from app.core.sentry import setup_sentry
+from app.core.storage import open_object_store
+from app.features.products.image_service import DELETE_OBJECTS_JOB, MAKE_VARIANTS_JOB
+from app.features.products.tasks import (
+    DELETE_MAX_TRIES,
+    delete_image_objects,
+    make_image_variants,
+)
 
 log = get_logger(__name__)
 
@@ -113,6 +120,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     install_dispatcher(factory, redis)
     ctx["engine"] = engine
     ctx["session_factory"] = factory
+    storage = open_object_store(settings)
+    ctx["object_store"] = await storage.__aenter__()
+    ctx["object_store_context"] = storage
     log.info("worker.started", environment=settings.environment)
     # Leftovers from a Redis outage go out now, not after the first interval (and `--burst` sends
     # them too).
@@ -129,6 +139,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    storage = ctx.pop("object_store_context", None)
+    if storage is not None:
+        await storage.__aexit__(None, None, None)
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
@@ -159,6 +172,12 @@ def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
     return [
         *WorkerSettings.functions,
         func(outbox_job(send_email), name=SEND_EMAIL_JOB, max_tries=settings.email_max_tries),
+        func(
+            outbox_job(make_image_variants),
+            name=MAKE_VARIANTS_JOB,
+            max_tries=settings.image_max_tries,
+        ),
+        func(outbox_job(delete_image_objects), name=DELETE_OBJECTS_JOB, max_tries=DELETE_MAX_TRIES),
     ]
 
 

@@ -166,7 +166,12 @@ class TestSchedule:
         registered = {
             getattr(f, "name", getattr(f, "__name__", "")): f for f in options["functions"]
         }
-        assert set(registered) == {"ping", "send_email"}
+        assert set(registered) == {
+            "ping",
+            "send_email",
+            "make_image_variants",
+            "delete_image_objects",
+        }
         assert registered["send_email"].max_tries == 7
         assert options["job_completion_wait"] == 9
         assert options["health_check_interval"] <= 60

@@ -88,6 +88,9 @@ def live_server(services: Services, database_url: str, tmp_path: Path) -> Iterat
             APP_DB_POOL_SIZE="3",
             APP_RATE_LIMIT_ENABLED="false",
             APP_CORS_ORIGINS=ALLOWED_ORIGIN,
+            APP_STORAGE_URL=services.storage_url,
+            APP_STORAGE_ACCESS_KEY=services.storage_access_key,
+            APP_STORAGE_SECRET_KEY=services.storage_secret_key,
             **settings,
         )
         log = tmp_path / f"server-{port}.log"
@@ -136,10 +139,12 @@ def mint_token() -> Callable[[User], str]:
             database_url="postgresql+asyncpg://unused/unused",
             redis_url="redis://unused:6379/0",
             jwt_secret=STRONG_SECRET,
+            storage_url="s3://unused?endpoint=http://127.0.0.1:9",
         )
     )
 
     def mint(user: User, *, ttl: int | None = None) -> str:
+        tokens.access_ttl = ttl or 900
         token, _ = tokens.encode(
             type="access",
             subject=user.id,
@@ -147,16 +152,6 @@ def mint_token() -> Callable[[User], str]:
             version=user.token_version,
             role=user.role.value,
         )
-        if ttl is not None:
-            tokens.access_ttl = ttl
-            token, _ = tokens.encode(
-                type="access",
-                subject=user.id,
-                session_id=uuid7(),
-                version=user.token_version,
-                role=user.role.value,
-            )
-            tokens.access_ttl = 900
         return token
 
     return mint
