@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import smtplib
+import stat
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,22 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         )
         assert me.status_code == 200
         assert me.json()["role"] == "admin"
+        # No trusted proxy is configured, so a forged X-Forwarded-For from this host does not
+        # pick the address that the rate limits count (register: 5 a minute), as in `serve`.
+        statuses = [
+            httpx.post(
+                f"http://127.0.0.1:{port}/api/v1/auth/register",
+                json={"email": f"x{n}@example.com", "password": "p" * 12, "full_name": "X"},
+                headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                timeout=10,
+            ).status_code
+            for n in range(6)
+        ]
+        assert statuses == [201] * 5 + [429]
+        # Secrets under a private directory, created private.
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for name in ("jwt_secret", "admin.json"):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -129,3 +146,39 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert f"Admin     {admin['email']} / {admin['password']}" in output
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+
+
+def _dev(data_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "dev", "--no-reload", "--data-dir", str(data_dir)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_saas_dev_refuses_a_data_dir_that_others_can_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    data_dir.chmod(0o777)
+    result = _dev(data_dir, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"the data directory {data_dir} is writable by its group or by others" in (result.stderr)
+    assert "chmod go-w" in result.stderr
+    assert not (data_dir / "jwt_secret").exists()  # refused before anything was written
+
+
+def test_saas_dev_refuses_a_secret_file_that_others_can_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    secret = data_dir / "jwt_secret"
+    secret.write_text("planted-by-someone-else-" + "x" * 30)
+    secret.chmod(0o666)
+    result = _dev(data_dir, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"the data file {secret} is writable by its group or by others" in result.stderr
+    assert not (data_dir / "postgres").exists()

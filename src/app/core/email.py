@@ -9,9 +9,14 @@ concurrent run finds the row `sent` (or `failed`) and sends nothing. (So each ru
 holds one database connection for the length of its SMTP exchange, bounded by
 `APP_SMTP_TIMEOUT_SECONDS` per step; ARQ runs at most 10 jobs at a time per worker.)
 
-Transient SMTP failures (4xx replies, connection errors, timeouts) are retried with exponential
-backoff through ARQ's `Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and
-marked failed at once. The one window left is a crash between the SMTP server's "250" and our
+Transient SMTP failures (4xx replies, connection errors, timeouts) are retried through ARQ's
+`Retry` with exponential backoff (`APP_EMAIL_RETRY_BACKOFF_SECONDS`, doubling, capped at
+`APP_EMAIL_RETRY_MAX_BACKOFF_SECONDS`) until `APP_EMAIL_RETRY_DEADLINE_HOURS` after the first
+attempt (48 h by default), so a relay outage of a day or more loses no mail; the last retry
+falls on the deadline itself. Only a permanent refusal (5xx) or a template that does not render
+ends it early. Each failed attempt is logged and counted (`email_delivery_failures_total`).
+
+The one window left is a crash between the SMTP server's "250" and our
 commit: the message is then sent again on retry, with the same Message-ID, which receivers use to
 drop duplicates.
 """
@@ -49,13 +54,14 @@ from app.config import Settings
 from app.core.database import session_scope, utcnow
 from app.core.jobs import enqueue
 from app.core.logging import get_logger
+from app.core.metrics import EMAIL_FAILURES
 from app.core.outbox import DeliveryStatus, EmailDelivery, OutboxMessage
+from app.core.security import InvalidTokenError, Sealer, sealer_for
 
 log = get_logger(__name__)
 
 SEND_EMAIL_JOB = "send_email"
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
-MAX_BACKOFF_SECONDS = 3600.0
 # Only to check at enqueue time that a template renders; the worker renders with real Settings.
 _CHECK_FRONTEND_URL = "http://localhost"
 _CHECK_CURRENCY = "USD"
@@ -135,7 +141,13 @@ def build_message(
 
 
 async def queue_email(
-    session: AsyncSession, *, to: str, template: str, context: dict[str, Any]
+    session: AsyncSession,
+    *,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    secret_context: dict[str, str] | None = None,
+    sealer: Sealer | None = None,
 ) -> uuid.UUID:
     """Queue one email (through the outbox).
 
@@ -143,16 +155,28 @@ async def queue_email(
     Jinja2), <template>.txt, <template>.html. `context` must be JSON-serialisable;
     `frontend_url` and `currency` are added by the renderer.
 
+    `secret_context` holds what acts as a credential (a verification or reset link): it is
+    stored sealed by `sealer` (`app.core.security.Sealer`, a key derived from `APP_JWT_SECRET`)
+    and opened by the worker at send time only, so the outbox never holds it in the clear.
+
     The templates are rendered once here as a check, so that a missing template or variable fails
     the request that asked for the mail (a bug to see in its tests) rather than the worker later.
     """
     address = to.strip()
     if not address or "@" not in address or any(c in address for c in "\r\n"):
         raise ValueError("not an email address")
-    render_email(template, context, frontend_url=_CHECK_FRONTEND_URL, currency=_CHECK_CURRENCY)
-    return await enqueue(
-        session, SEND_EMAIL_JOB, {"to": address, "template": template, "context": context}
+    render_email(
+        template,
+        {**context, **(secret_context or {})},
+        frontend_url=_CHECK_FRONTEND_URL,
+        currency=_CHECK_CURRENCY,
     )
+    payload: dict[str, Any] = {"to": address, "template": template, "context": context}
+    if secret_context:
+        if sealer is None:
+            raise ValueError("a secret context needs a sealer")
+        payload["sealed"] = sealer.seal(secret_context)
+    return await enqueue(session, SEND_EMAIL_JOB, payload)
 
 
 async def send_message(settings: Settings, message: EmailMessage) -> None:
@@ -179,10 +203,44 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def backoff_seconds(settings: Settings, job_try: int) -> float:
-    """Exponential: base, 2 x base, 4 x base, ... capped at an hour."""
+    """Exponential: base, 2 x base, 4 x base, ... capped at `email_retry_max_backoff_seconds`."""
+    exponent = min(job_try - 1, 60)  # 2**60 x base is past any cap; no float overflow
     return float(
-        min(settings.email_retry_backoff_seconds * 2 ** (job_try - 1), MAX_BACKOFF_SECONDS)
+        min(
+            settings.email_retry_backoff_seconds * 2**exponent,
+            settings.email_retry_max_backoff_seconds,
+        )
     )
+
+
+def retry_delay(settings: Settings, job_try: int, elapsed_seconds: float) -> float | None:
+    """How long to wait before the next try after try `job_try` failed `elapsed_seconds` after
+    the first; None once the deadline has passed (the email has failed)."""
+    remaining = settings.email_retry_deadline_hours * 3600 - elapsed_seconds
+    if remaining <= 0:
+        return None
+    return min(backoff_seconds(settings, job_try), remaining)
+
+
+def retry_schedule(settings: Settings) -> list[float]:
+    """The waits between tries of an email whose every try fails at once: the whole policy,
+    computable without waiting (the last wait ends on the deadline)."""
+    delays: list[float] = []
+    elapsed = 0.0
+    while (delay := retry_delay(settings, len(delays) + 1, elapsed)) is not None:
+        delays.append(delay)
+        elapsed += delay
+    return delays
+
+
+def email_max_tries(settings: Settings) -> int:
+    """ARQ's bound on tries of the email job: above what the deadline allows (the deadline
+    decides), with room for tries spent on database outages (`app.worker.survives_outages`)."""
+    return len(retry_schedule(settings)) + 1 + 50
+
+
+def _failed_attempt(reason: str) -> None:
+    EMAIL_FAILURES.labels(reason=reason).inc()
 
 
 def _describe(exc: BaseException) -> str:
@@ -198,6 +256,7 @@ async def deliver(
     to: str,
     template: str,
     context: dict[str, Any],
+    sealed: str | None = None,
 ) -> str:
     """Send the email of one outbox row at most once; returns the delivery's status.
 
@@ -231,8 +290,11 @@ async def deliver(
             return str(delivery.status)
         delivery.attempts += 1
         try:
+            values = dict(context)
+            if sealed is not None:
+                values.update(sealer_for(settings).unseal(sealed))
             rendered = render_email(
-                template, context, frontend_url=settings.frontend_url, currency=settings.currency
+                template, values, frontend_url=settings.frontend_url, currency=settings.currency
             )
             await send_message(
                 settings,
@@ -241,22 +303,39 @@ async def deliver(
         except TemplateError as exc:
             delivery.status = DeliveryStatus.failed
             delivery.last_error = _describe(exc)
+            _failed_attempt("template")
             log.error("email.failed", reason="template", error=delivery.last_error)
+        except InvalidTokenError:
+            # Sealed with another APP_JWT_SECRET (rotated since): its link could not work now.
+            delivery.status = DeliveryStatus.failed
+            delivery.last_error = "the sealed context cannot be opened with this APP_JWT_SECRET"
+            _failed_attempt("sealed")
+            log.error("email.failed", reason="sealed")
         except Exception as exc:
+            delivery.last_error = _describe(exc)
+            elapsed = (utcnow() - delivery.created_at).total_seconds()
             if not is_transient(exc):
                 delivery.status = DeliveryStatus.failed
-                delivery.last_error = _describe(exc)
+                _failed_attempt("permanent")
                 log.error("email.failed", reason="permanent", error=delivery.last_error)
-            elif job_try >= settings.email_max_tries:
+            elif (retry_in := retry_delay(settings, job_try, elapsed)) is None:
                 delivery.status = DeliveryStatus.failed
-                delivery.last_error = _describe(exc)
+                _failed_attempt("deadline")
                 log.error(
-                    "email.failed", reason="tries_exhausted", tries=job_try, error=_describe(exc)
+                    "email.failed",
+                    reason="deadline",
+                    tries=job_try,
+                    elapsed_s=round(elapsed),
+                    error=delivery.last_error,
                 )
             else:
-                delivery.last_error = _describe(exc)
-                retry_in = backoff_seconds(settings, job_try)
-                log.warning("email.deferred", retry_in_s=retry_in, error=delivery.last_error)
+                _failed_attempt("transient")
+                log.warning(
+                    "email.deferred",
+                    retry_in_s=retry_in,
+                    tries=job_try,
+                    error=delivery.last_error,
+                )
         else:
             delivery.status = DeliveryStatus.sent
             delivery.sent_at = utcnow()
@@ -264,11 +343,16 @@ async def deliver(
             log.info("email.sent", message_id=message_id, attempts=delivery.attempts)
         status = str(delivery.status)
         if retry_in is None:
-            # Done either way: the context may hold a token; the row keeps `to` and `template`.
+            # Done either way: drop the context and the sealed part; the row keeps `to` and
+            # `template`.
             await session.execute(
                 update(OutboxMessage)
                 .where(col(OutboxMessage.id) == outbox_id)
-                .values(payload=literal_column("jsonb_set(payload, '{context}', '{}'::jsonb)"))
+                .values(
+                    payload=literal_column(
+                        "jsonb_set(payload, '{context}', '{}'::jsonb) - 'sealed'"
+                    )
+                )
             )
     if retry_in is not None:
         raise Retry(defer=retry_in)
@@ -276,7 +360,12 @@ async def deliver(
 
 
 async def send_email(
-    ctx: dict[str, Any], *, to: str, template: str, context: dict[str, Any]
+    ctx: dict[str, Any],
+    *,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    sealed: str | None = None,
 ) -> str:
     """The ARQ job of `queue_email`: its job id is the outbox id."""
     job_id = str(ctx["job_id"])
@@ -290,6 +379,7 @@ async def send_email(
             to=to,
             template=template,
             context=context,
+            sealed=sealed,
         )
 
 

@@ -37,6 +37,9 @@ from app.core.outbox import OutboxMessage
 log = get_logger(__name__)
 
 QUEUE_NAME = "arq:queue"
+# How long ARQ keeps a queued job, its retries included (ARQ's default is one day after its
+# start time, which would cut an email's retries short: see APP_EMAIL_RETRY_DEADLINE_HOURS).
+JOB_KEY_TTL = timedelta(days=8)
 _DISPATCHER_KEY = "jobs.dispatcher"
 # What a Redis outage looks like from redis-py: refused, reset, timed out.
 _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
@@ -128,7 +131,9 @@ async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any])
 
 async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> None:
     # None means a job with this id is queued, running or has a kept result: handed off before.
-    await redis.enqueue_job(job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME)
+    await redis.enqueue_job(
+        job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME, _expires=JOB_KEY_TTL
+    )
 
 
 JobFunction = Callable[..., Awaitable[Any]]

@@ -30,6 +30,13 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
+EMAIL_FAILURES = Counter(
+    "email_delivery_failures_total",
+    "Failed attempts at sending an email, by reason: transient (retried), permanent (a 5xx "
+    "refusal), deadline (retried until APP_EMAIL_RETRY_DEADLINE_HOURS, then given up), "
+    "template (does not render).",
+    ["reason"],
+)
 
 # The labelled children of each (method, route, status), found once: `labels()` takes a lock
 # and builds its key on every call. Routes are templates, so there are few combinations.
