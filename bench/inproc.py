@@ -44,8 +44,10 @@ class Request:
     query: bytes = b""
 
 
-async def call(app: Any, request: Request) -> tuple[int, bytes]:
-    """One request through the ASGI app; its status and body."""
+async def call(
+    app: Any, request: Request, headers_out: dict[bytes, bytes] | None = None
+) -> tuple[int, bytes]:
+    """One request through the ASGI app; its status and body (its headers in `headers_out`)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -76,6 +78,8 @@ async def call(app: Any, request: Request) -> tuple[int, bytes]:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+            if headers_out is not None:
+                headers_out.update(message.get("headers", []))
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
@@ -149,12 +153,22 @@ async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> N
         assert status == 200, raw
         tokens.append((json.loads(raw)["access_token"], [str(o) for o in user["orders"]]))
     products = seeded.product_ids
+    # Each product's ETag, for the conditional read (none on a tree without them).
+    etags: dict[str, bytes] = {}
+    for product in products:
+        answer: dict[bytes, bytes] = {}
+        await call(app, Request("GET", f"/api/v1/products/{product}"), answer)
+        etags[product] = answer.get(b"etag", b'"none"')
 
     def health() -> Request:
         return Request("GET", "/health")
 
     def product_get() -> Request:
         return Request("GET", f"/api/v1/products/{rng.choice(products)}")
+
+    def product_get_304() -> Request:
+        product = rng.choice(products)
+        return Request("GET", f"/api/v1/products/{product}", [(b"if-none-match", etags[product])])
 
     def product_list() -> Request:
         return Request("GET", "/api/v1/products")
@@ -193,6 +207,7 @@ async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> N
     scenarios: dict[str, Callable[[], Request]] = {
         "health": health,
         "product_get": product_get,
+        "product_get_304": product_get_304,
         "product_list": product_list,
         "users_me": users_me,
         "order_get": order_get,

@@ -106,6 +106,25 @@ def evaluate(run: Run, outcome: Outcome) -> list[tuple[str, str, str]]:
             floor = floors.get((outcome.scenario.floor or "", outcome.workers))
             value = ratio(result.rps, floor)
             measured = f"{value:.0%} ({fmt_rps(result.rps)} / {fmt_rps(floor)})" if value else "-"
+        elif target.kind == "vs_scenario":
+            other = next(
+                (
+                    o.result.rps
+                    for o in run.outcomes
+                    if o.scenario.name == target.other and o.workers == outcome.workers and o.result
+                ),
+                None,
+            )
+            value = ratio(result.rps, other)
+            measured = (
+                f"{value:.0%} ({fmt_rps(result.rps)} / {fmt_rps(other)} of `{target.other}`)"
+                if value
+                else "-"
+            )
+        elif target.kind == "status_share":
+            total = sum(result.statuses.values())
+            value = result.statuses.get(target.other, 0) / total if total else None
+            measured = f"{value:.1%} of {total:,}" if value is not None else "-"
         elif target.kind == "ratio_allowed":
             allowed = _allowed_logins(run)
             value = ratio(result.rps, allowed)

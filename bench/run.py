@@ -290,6 +290,7 @@ def _wrk_env(scenario: Scenario, data_file: Path) -> dict[str, str]:
         "BENCH_DATA": str(data_file),
         "BENCH_PATH": scenario.path,
         "BENCH_AUTH": "1" if scenario.auth else "0",
+        "BENCH_IF_NONE_MATCH": "1" if scenario.if_none_match else "0",
         "BENCH_NONCE": secrets.token_hex(6),
     }
 
@@ -545,6 +546,25 @@ async def _login_tokens(
     return [r for r in results if r], problems
 
 
+async def _product_etags(base_url: str, product_ids: list[str]) -> dict[str, str]:
+    """Each product's current ETag, read anonymously through the API (which caches it)."""
+    import httpx
+
+    limit = asyncio.Semaphore(8)
+    etags: dict[str, str] = {}
+
+    async def one(client: httpx.AsyncClient, product_id: str) -> None:
+        async with limit:
+            answer = await client.get(f"/api/v1/products/{product_id}")
+        if answer.status_code == 200 and answer.headers.get("etag"):
+            etags[product_id] = answer.headers["etag"]
+
+    headers = {"Accept-Encoding": "identity"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=headers) as client:
+        await asyncio.gather(*(one(client, p) for p in product_ids))
+    return etags
+
+
 def _probe(base_url: str, scenario: Scenario, data: dict[str, Any]) -> str:
     """One request like the scenario's; '' when it succeeds, else what came back."""
     import httpx
@@ -560,6 +580,8 @@ def _probe(base_url: str, scenario: Scenario, data: dict[str, Any]) -> str:
     path = path.replace("{user}", entry.get("user_id", ""))
     if "{product}" in path:
         path = path.replace("{product}", data["products"][0])
+        if scenario.if_none_match:
+            headers["If-None-Match"] = data["etags"].get(data["products"][0], "")
     if scenario.name == "order_create":
         path = "/api/v1/orders"
         body = {"items": [{"product_id": data["products"][0], "quantity": 1}]}
@@ -853,6 +875,13 @@ def _measure_api(
                 "`app.core.security.Tokens` and the run's secret"
             )
         data["auth"] = tokens
+    if any("etags" in s.needs for s in selected):
+        data["etags"] = asyncio.run(_product_etags(api.base_url, seeded.product_ids))
+        if len(data["etags"]) < len(seeded.product_ids):
+            run.notes.append(
+                f"{workers}w: {len(seeded.product_ids) - len(data['etags'])} products "
+                "answered without an ETag"
+            )
     data_file = write_lua_data(run.raw_dir / f"{workers}w-api-data.lua", data)
     by_name = {s.name: s for s in SCENARIOS}
     for scenario in selected:

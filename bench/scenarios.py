@@ -9,9 +9,13 @@ from dataclasses import dataclass, field
 class Target:
     """A pass/fail rule on a scenario's result at the target worker count."""
 
-    kind: str  # "ratio" (rps / floor rps), "p99_ms" (at most), "ratio_allowed" (login)
+    # "ratio" (rps / floor rps), "p99_ms" (at most), "ratio_allowed" (login), "vs_scenario"
+    # (rps / the rps of scenario `other`, same run and workers), "status_share" (share of the
+    # answers with status `other`)
+    kind: str
     value: float
     text: str
+    other: str = ""
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,11 @@ class Scenario:
     script: str
     path: str = ""  # BENCH_PATH for get.lua ({product}, {order}, {user}, {row})
     auth: bool = False
+    if_none_match: bool = False  # send each product's current ETag (fetched after start-up)
     floor: str | None = None  # name of the floor scenario it is compared to
     read: bool = False  # reads must keep p99 <= 100 ms
-    needs: tuple[str, ...] = ()  # data it needs: "products", "orders", "tokens", "logins"
+    # data it needs: "products", "orders", "tokens", "logins", "etags"
+    needs: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
     timeout_s: float = 5.0
     extra_routes: tuple[tuple[str, str], ...] = field(default=())
@@ -80,6 +86,23 @@ SCENARIOS = [
         read=True,
         needs=("products",),
         targets=(Target("ratio", 0.70, ">= 70% of raw Redis"), READ_P99),
+    ),
+    Scenario(
+        "product_get_304",
+        "GET /api/v1/products/{id} (If-None-Match: 304)",
+        "GET",
+        "/api/v1/products/{}",
+        "get.lua",
+        path="/api/v1/products/{product}",
+        if_none_match=True,
+        floor="floor_redis",
+        read=True,
+        needs=("products", "etags"),
+        targets=(
+            Target("vs_scenario", 1.0, ">= the cached read's req/s", other="product_get"),
+            Target("status_share", 1.0, "every answer a 304 (no body)", other="304"),
+            READ_P99,
+        ),
     ),
     Scenario(
         "product_list",

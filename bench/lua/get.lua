@@ -1,5 +1,6 @@
 -- GET of BENCH_PATH, where {product}, {order}, {user} and {row} are replaced by ids from the
--- data file and, when BENCH_AUTH=1, a bearer token of the user who owns them is sent.
+-- data file and, when BENCH_AUTH=1, a bearer token of the user who owns them is sent. With
+-- BENCH_IF_NONE_MATCH=1 each product's ETag (data.etags, read after start-up) goes in If-None-Match.
 -- Requests are formatted once in init and replayed round-robin, so the client costs little.
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local common = require("common")
@@ -11,6 +12,8 @@ function init(args)
   local data = common.data()
   local template = os.getenv("BENCH_PATH") or "/"
   local auth = os.getenv("BENCH_AUTH") == "1"
+  local conditional = os.getenv("BENCH_IF_NONE_MATCH") == "1"
+  local etags = data.etags or {}
   local limit = 2000
   local entries = data.auth or {}
   local k = 0
@@ -31,7 +34,9 @@ function init(args)
     if string.find(path, "{product}") then
       local p = data.products or {}
       if #p == 0 then break end
-      path = string.gsub(path, "{product}", p[((k * 7 + tid) % #p) + 1])
+      local product = p[((k * 7 + tid) % #p) + 1]
+      path = string.gsub(path, "{product}", product)
+      if conditional and etags[product] then headers["If-None-Match"] = etags[product] end
     end
     table.insert(reqs, wrk.format("GET", path, headers))
     if path == template and not auth then break end  -- a static request: one is enough

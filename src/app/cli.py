@@ -54,12 +54,72 @@ def run_migrations(database_url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+def pending_migrations(database_url: str) -> tuple[set[str], set[str]]:
+    """The revisions the database is at and the heads of this code's migrations."""
+    import asyncio
+
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import pool
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    config = _alembic_config(database_url)
+    assert isinstance(config, Config)
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+
+    async def current() -> set[str]:
+        engine = create_async_engine(database_url, poolclass=pool.NullPool)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda sync: set(MigrationContext.configure(sync).get_current_heads())
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(current()), heads
+
+
 @cli.command()
-def migrate() -> None:
-    """Apply every pending migration (alembic upgrade head) to APP_DATABASE_URL."""
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option(help="Apply nothing: exit 0 if the database is at head, else 1"),
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(help="With --check: keep checking this many seconds before failing"),
+    ] = 0.0,
+) -> None:
+    """Apply every pending migration (alembic upgrade head) to APP_DATABASE_URL.
+
+    `--check --wait N` is what a new pod runs before it starts (Kubernetes init containers):
+    it waits for the migrations Job to bring the schema to this code's head.
+    """
     settings = _settings()
-    run_migrations(settings.database_url)
-    typer.echo("migrations applied")
+    if not check:
+        run_migrations(settings.database_url)
+        typer.echo("migrations applied")
+        return
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            current, heads = pending_migrations(settings.database_url)
+        except Exception as exc:  # the database may not answer yet
+            current, heads, problem = set(), set(), type(exc).__name__
+        else:
+            problem = ""
+            if current == heads:
+                typer.echo(f"database at head ({', '.join(sorted(heads))})")
+                return
+        if time.monotonic() >= deadline:
+            detail = problem or f"at {sorted(current) or 'no revision'}, code at {sorted(heads)}"
+            typer.echo(f"error: database is not at head: {detail}", err=True)
+            raise typer.Exit(1)
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 @cli.command()

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     require_verified_email: bool = False
     cache_ttl_seconds: int = Field(default=60, ge=1)
+    # 0: public catalog reads say `Cache-Control: public, no-cache` (revalidate on every use, so
+    # a write is seen at once); N > 0: `public, max-age=N` for a CDN that may serve N s stale.
+    catalog_max_age_seconds: int = Field(default=0, ge=0)
 
     # `saas serve`
     host: str = "127.0.0.1"

@@ -22,13 +22,15 @@ from app.core.database import (
     create_session_factory,
     describe_engine,
 )
+from app.core.docs import install_docs
 from app.core.errors import register_error_handlers
 from app.core.jobs import install_dispatcher
 from app.core.logging import configure_logging, get_logger
 from app.core.middleware import install_middleware
-from app.core.openapi import install_openapi
+from app.core.openapi import TAGS, install_openapi
 from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
+from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
@@ -39,6 +41,11 @@ from app.features.users.router import router as users_router
 log = get_logger(__name__)
 
 API_PREFIX = "/api/v1"
+SWAGGER_UI_PARAMETERS = {
+    "persistAuthorization": True,
+    "displayOperationId": True,
+    "tryItOutEnabled": True,
+}
 
 
 @asynccontextmanager
@@ -79,17 +86,26 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="saas-backend",
         version="1.0.0",
-        description="Auth, users, a product catalog and orders, over one REST API.",
+        description=(
+            "Auth, users, a product catalog and orders, over one REST API. Every error is an "
+            "RFC 9457 Problem (`application/problem+json`) with a stable `code`; lists are "
+            "paged; write routes that create take an `Idempotency-Key` where noted. The guide "
+            "to this API is docs/api.md in the repository."
+        ),
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
         openapi_url="/openapi.json" if docs else None,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # Served by app.core.docs from the package's own assets, never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     register_error_handlers(app)
     install_middleware(app, settings)
     install_openapi(app)
+    if docs:
+        install_docs(app, openapi_url="/openapi.json", swagger_ui_parameters=SWAGGER_UI_PARAMETERS)
     # Routes are matched in this order, one after the other (about 2 us each): the most called
     # first. Auth comes last: a login costs an argon2 verify, thousands of times the matching.
     app.include_router(health_router)

@@ -10,6 +10,10 @@ through a Redis outage and does not add two ARQ log lines every few seconds) and
 rows and delivery records every ten minutes (a cron job: one worker of many runs each tick).
 On SIGTERM it stops taking jobs and gives running ones `APP_WORKER_SHUTDOWN_GRACE_SECONDS` to
 finish. It writes ARQ's health-check key every 30 seconds.
+
+With `APP_WORKER_METRICS_PORT` set, `saas worker` serves Prometheus metrics on that port and
+samples the outbox's backlog and lag and the queue's depth every `METRICS_INTERVAL_SECONDS`
+(`worker_heartbeat_timestamp_seconds` says when it last did: a stuck worker stops moving it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -25,8 +30,10 @@ from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, Retry, Worker, func
 from redis.exceptions import RedisError
+from sqlalchemy import text
 
 from app.config import Settings, get_settings
+from app.core import metrics
 from app.core.database import create_engine, create_session_factory
 from app.core.email import SEND_EMAIL_JOB, email_max_tries, prune_deliveries, send_email
 from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
@@ -41,6 +48,14 @@ __all__ = ["HEALTH_CHECK_KEY", "QUEUE_NAME", "create_worker", "drain", "health",
 
 HEALTH_CHECK_KEY = f"{QUEUE_NAME}:health-check"
 HEALTH_CHECK_INTERVAL_SECONDS = 30
+METRICS_INTERVAL_SECONDS = 15
+
+# The relay's partial index (unsent rows by created_at) answers both at once.
+_OUTBOX_BACKLOG = text(
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+    "FROM outbox WHERE sent_at IS NULL"
+)
+
 # A job that met a PostgreSQL or Redis outage is tried again after this many seconds times its
 # try number (at most 6 times this).
 OUTAGE_RETRY_SECONDS = 5.0
@@ -103,6 +118,27 @@ async def relay_forever(ctx: dict[str, Any]) -> None:
                 log.exception("outbox.relay_failed")
 
 
+async def sample_metrics(ctx: dict[str, Any]) -> None:
+    """Outbox backlog and lag, queue depth, then the heartbeat: one pass of the metrics loop."""
+    async with ctx["engine"].connect() as connection:
+        unsent, lag = (await connection.execute(_OUTBOX_BACKLOG)).one()
+    metrics.OUTBOX_UNSENT.set(unsent)
+    metrics.OUTBOX_LAG.set(float(lag))
+    redis: ArqRedis = ctx["redis"]
+    metrics.QUEUE_DEPTH.set(await redis.zcard(QUEUE_NAME))
+    metrics.WORKER_HEARTBEAT.set(time.time())
+
+
+async def metrics_forever(ctx: dict[str, Any]) -> None:
+    while True:
+        try:
+            await sample_metrics(ctx)
+        except Exception as exc:
+            # The heartbeat stands still meanwhile: that is what the alert watches.
+            log.warning("worker.metrics_failed", error=type(exc).__name__)
+        await asyncio.sleep(METRICS_INTERVAL_SECONDS)
+
+
 async def prune(ctx: dict[str, Any]) -> int:
     """Cron: drop outbox rows and delivery records older than the retention period."""
     settings: Settings = ctx["settings"]
@@ -127,14 +163,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     # them too).
     await relay(ctx)
     ctx["relay_task"] = asyncio.create_task(relay_forever(ctx), name="outbox-relay")
+    if settings.worker_metrics_port:
+        ctx["metrics_task"] = asyncio.create_task(metrics_forever(ctx), name="worker-metrics")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    task: asyncio.Task[None] | None = ctx.pop("relay_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("relay_task", "metrics_task"):
+        task: asyncio.Task[None] | None = ctx.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
@@ -260,7 +299,25 @@ async def health(settings: Settings) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def start_metrics_server(settings: Settings) -> Any:
+    """Serve /metrics on APP_HOST:APP_WORKER_METRICS_PORT in a thread; None when the port is 0."""
+    if not settings.worker_metrics_port:
+        return None
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(
+        settings.worker_metrics_port, addr=settings.host, registry=metrics.registry()
+    )
+    log.info("worker.metrics_serving", host=settings.host, port=settings.worker_metrics_port)
+    return server
+
+
 def run(settings: Settings, *, burst: bool = False) -> None:
     configure_logging(settings.log_level, json=settings.json_logs)
+    server = start_metrics_server(settings)
     worker = create_worker(settings, burst=burst)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.shutdown()

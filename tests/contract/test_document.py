@@ -8,9 +8,12 @@ OAuth2 password scheme, and no operation takes `Authorization` as a plain header
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from tests.contract.document import schema
@@ -112,3 +115,132 @@ class TestOperations:
     def test_business_routes_live_under_api_v1(self, label: str) -> None:
         path = label.split(" ", 1)[1]
         assert path in {"/health", "/ready"} or path.startswith("/api/v1/")
+
+
+DOCS_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+OPERATION_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+# A route table row of docs/api.md: | METHOD | /path | ... | `operation-id` | ... |
+GUIDE_ROW = re.compile(r"^\|\s*(GET|POST|PUT|PATCH|DELETE)\s*\|\s*(/\S*)\s*\|(.*)$")
+
+
+def _guide_operation_ids() -> dict[str, str]:
+    """`METHOD /path` -> the operationId that docs/api.md gives for it (a cell `` `tag-x` ``)."""
+    found: dict[str, str] = {}
+    for line in DOCS_GUIDE.read_text(encoding="utf-8").splitlines():
+        match = GUIDE_ROW.match(line)
+        if not match:
+            continue
+        method, path, rest = match.groups()
+        for cell in (cell.strip() for cell in rest.split("|")):
+            name = cell.strip("`")
+            if cell == f"`{name}`" and "-" in name and OPERATION_ID.match(name):
+                found[f"{method} {path}"] = name
+                break
+    return found
+
+
+class TestClientNames:
+    """Generated clients get readable, stable names: `productsList`, not
+    `listProductsApiV1ProductsGet`; `TokenForm`, not `Body_token_api_v1_auth_token_post`."""
+
+    @pytest.mark.parametrize("label", list(OPERATIONS))
+    def test_every_operation_id_is_tag_dash_action(self, label: str) -> None:
+        operation = OPERATIONS[label]
+        operation_id = operation["operationId"]
+        assert OPERATION_ID.match(operation_id), operation_id
+        tag = operation["tags"][0].lower().replace(" ", "-")
+        assert operation_id.startswith(f"{tag}-"), (operation_id, tag)
+
+    def test_operation_ids_are_unique(self) -> None:
+        ids = [operation["operationId"] for operation in OPERATIONS.values()]
+        assert len(ids) == len(set(ids))
+
+    def test_the_guide_lists_every_operation_with_its_id(self) -> None:
+        """docs/api.md pins the ids: renaming an endpoint function must not rename a client's
+        method behind its back. A new route gets a row in the guide's route tables (with its
+        operationId); a route that wants another id sets `operation_id=` on its decorator."""
+        guide = _guide_operation_ids()
+        actual = {label: operation["operationId"] for label, operation in OPERATIONS.items()}
+        missing = sorted(label for label in actual if label not in guide)
+        assert not missing, f"routes without a row (and operationId) in docs/api.md: {missing}"
+        wrong = {
+            label: (guide[label], actual[label])
+            for label in actual
+            if guide[label] != actual[label]
+        }
+        assert not wrong, f"docs/api.md id != the document's id: {wrong}"
+
+    def test_no_schema_has_a_generated_name(self) -> None:
+        names = list(DOCUMENT["components"]["schemas"])
+        assert [name for name in names if name.startswith("Body_")] == []
+        assert "TokenForm" in names
+
+    def test_every_tag_is_described(self) -> None:
+        used = {tag for operation in OPERATIONS.values() for tag in operation["tags"]}
+        described = {tag["name"]: tag.get("description", "") for tag in DOCUMENT["tags"]}
+        assert used == set(described)
+        assert all(len(description) > 20 for description in described.values()), described
+
+
+EXAMPLED = [
+    "RegisterIn",
+    "LoginIn",
+    "TokenPair",
+    "UserOut",
+    "ProfileUpdate",
+    "PasswordChangeIn",
+    "ProductCreate",
+    "ProductOut",
+    "OrderCreate",
+    "OrderOut",
+    "Problem",
+]
+
+
+class TestExamples:
+    @pytest.mark.parametrize("name", EXAMPLED)
+    def test_main_schemas_carry_an_example(self, name: str) -> None:
+        assert DOCUMENT["components"]["schemas"][name].get("examples")
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            name
+            for name, component in DOCUMENT["components"]["schemas"].items()
+            if component.get("examples")
+        ],
+    )
+    def test_every_example_is_valid_against_its_schema(self, name: str) -> None:
+        """An example a person copies must be accepted (requests) or be what is sent
+        (responses)."""
+        resolver_document = {"components": DOCUMENT["components"]}
+        component = {**DOCUMENT["components"]["schemas"][name], **resolver_document}
+        component.pop("examples")
+        # schemathesis' own validator (a dependency of it), formats checked too.
+        validator = jsonschema_rs.Draft202012Validator(component, validate_formats=True)
+        for example in DOCUMENT["components"]["schemas"][name]["examples"]:
+            errors = [error.message for error in validator.iter_errors(example)]
+            assert not errors, (name, example, errors)
+
+
+class TestDeclaredStatuses:
+    """The statuses a route's shape makes real are declared (tests/contract/test_statuses.py
+    drives each of them)."""
+
+    @pytest.mark.parametrize(
+        "label",
+        [label for label, operation in OPERATIONS.items() if "requestBody" in operation],
+    )
+    def test_every_route_with_a_body_declares_413(self, label: str) -> None:
+        assert "413" in OPERATIONS[label]["responses"]
+
+    @pytest.mark.parametrize("label", list(OPERATIONS))
+    def test_415_is_declared_exactly_by_json_routes(self, label: str) -> None:
+        body = OPERATIONS[label].get("requestBody", {}).get("content", {})
+        assert ("415" in OPERATIONS[label]["responses"]) == ("application/json" in body)
+
+    @pytest.mark.parametrize("label", list(OPERATIONS))
+    def test_every_business_route_declares_503(self, label: str) -> None:
+        """Each needs PostgreSQL or Redis (at least for the token check or the catalog read);
+        only /health touches nothing."""
+        assert ("503" in OPERATIONS[label]["responses"]) == (label != "GET /health")

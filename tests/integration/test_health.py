@@ -65,3 +65,22 @@ async def test_openapi_documents_operations_but_not_metrics(client: AsyncClient)
     assert "/ready" in paths
     assert "503" in paths["/ready"]["get"]["responses"]
     assert "/metrics" not in paths
+
+
+async def test_metrics_label_the_full_route_template_and_the_docs_routes(
+    client: AsyncClient,
+) -> None:
+    """`/api/v1/...` with its mount prefix (a future /api/v2 gets series of its own), and the
+    framework's own routes (/openapi.json, /docs, /redoc) by their path, not `<unmatched>`."""
+    missing = "0190f1c2-7d4e-7a51-9f0e-3c2b1a0d9e8f"
+    assert (await client.get(f"/api/v1/products/{missing}")).status_code == 404
+    assert (await client.get("/api/v1/users/me")).status_code == 401
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert (await client.get(path)).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert 'method="GET",route="/api/v1/products/{product_id}",status="404"' in text
+    assert 'method="GET",route="/api/v1/users/me",status="401"' in text
+    assert 'route="/products/{product_id}"' not in text
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert f'method="GET",route="{path}",status="200"' in text
+    assert missing not in text

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -43,11 +46,53 @@ class TestSecurityHeaders:
             )
             assert "strict-transport-security" not in response.headers
 
-    async def test_docs_page_gets_a_csp_that_lets_it_load(self, client: AsyncClient) -> None:
-        response = await client.get("/docs")
+    @pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+    async def test_docs_pages_load_from_this_origin_only(
+        self, client: AsyncClient, page: str
+    ) -> None:
+        """Offline, or behind a strict CSP, the docs still load: every asset is served by the
+        app itself, and the page's CSP allows exactly that (its inline script by hash)."""
+        response = await client.get(page)
         assert response.status_code == 200
-        assert "cdn.jsdelivr.net" in response.headers["content-security-policy"]
+        assert response.headers["content-type"].startswith("text/html")
         assert response.headers["x-frame-options"] == "DENY"
+        html = response.text
+        assert "http://" not in html
+        assert "https://" not in html
+        assert "//cdn" not in html
+        csp = _directives(response.headers["content-security-policy"])
+        assert csp["default-src"] == ["'self'"]
+        assert csp["frame-ancestors"] == ["'none'"]
+        assert "'unsafe-inline'" not in csp["script-src"]
+        assert all(
+            source.startswith("'")
+            for sources in csp.values()
+            for source in sources
+            if source not in {"data:", "blob:"}
+        )
+        for script in re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", html, re.S):
+            digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in csp["script-src"]
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets or page.endswith("redirect")
+        for asset in assets:
+            assert asset.startswith("/docs/assets/"), asset
+            loaded = await client.get(asset)
+            assert loaded.status_code == 200, asset
+            assert loaded.headers["content-type"].split(";")[0] in {
+                "text/css",
+                "text/javascript",
+                "application/javascript",
+                "image/png",
+            }
+
+    async def test_swagger_ui_reads_this_apps_document(self, client: AsyncClient) -> None:
+        html = (await client.get("/docs")).text
+        assert "url: '/openapi.json'" in html
+        assert "/docs/oauth2-redirect" in html
+        assert '"persistAuthorization": true' in html
+        redoc = (await client.get("/redoc")).text
+        assert 'spec-url="/openapi.json"' in redoc
 
     async def test_production_adds_hsts_and_hides_docs(
         self, make_client: Callable[..., Any]
@@ -57,7 +102,8 @@ class TestSecurityHeaders:
         )
         response = await api.get("/health")
         assert response.headers["strict-transport-security"].startswith("max-age=")
-        assert (await api.get("/docs")).status_code == 404
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/assets/swagger-ui.css"):
+            assert (await api.get(path)).status_code == 404
         assert (await api.get("/openapi.json")).status_code == 404
 
 
@@ -116,3 +162,11 @@ async def test_one_access_line_per_request(
     assert line["request_id"] == "access-1"
     assert line["client_ip"] == "127.0.0.1"
     assert line["duration_ms"] >= 0
+
+
+def _directives(csp: str) -> dict[str, list[str]]:
+    directives = {}
+    for part in csp.split(";"):
+        name, *sources = part.split()
+        directives[name] = sources
+    return directives

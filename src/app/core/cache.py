@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core import metrics
 from app.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -89,6 +90,7 @@ class Cache:
     ) -> bytes | None:
         """The cached bytes of `key`, or the loader's (stored for `ttl` seconds unless None)."""
         if not self.available:
+            metrics.cache_lookup("error")
             return await loader()
         try:
             raw: Any = await self._get(
@@ -97,10 +99,13 @@ class Cache:
             )
         except _CACHE_ERRORS as exc:
             self._failed("get", exc)
+            metrics.cache_lookup("error")
             return await loader()
         version, cached = raw
         if cached is not None:
+            metrics.cache_lookup("hit")
             return bytes(cached)
+        metrics.cache_lookup("miss")
         value = await loader()
         if value is None:
             return None

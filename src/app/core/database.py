@@ -26,10 +26,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Field, SQLModel
 
 from app.config import Settings
+from app.core import metrics
 from app.core.logging import get_logger
 from app.core.outages import describe, is_outage
 
@@ -92,10 +93,30 @@ PING_AFTER_IDLE_SECONDS = 5.0
 _CHECKED_IN_AT = "checked_in_at"
 
 
+class MeteredPool(AsyncAdaptedQueuePool):
+    """The default async pool, counting checkouts that had to wait for a connection.
+
+    A checkout waits when no idle connection is left and the overflow is used up; only then is
+    the wait timed (`db_pool_waits_total`, `db_pool_wait_seconds`): the common path costs two
+    attribute reads.
+    """
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if not (self._pool.empty() and self._overflow >= self._max_overflow):
+            return super()._do_get()
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            metrics.DB_POOL_WAITS.inc()
+            metrics.DB_POOL_WAIT_SECONDS.observe(time.perf_counter() - started)
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """The async engine, with its pool and timeouts taken from settings."""
     engine = create_async_engine(
         settings.database_url,
+        poolclass=MeteredPool,
         echo=settings.db_echo,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -114,11 +135,21 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine.pool, "checkin", _record_checkin)
     event.listen(engine.sync_engine.pool, "checkout", _check_liveness)
+    event.listen(engine.sync_engine.pool, "checkout", _count_checkout)
+    # One engine per process (the app's or the worker's): its capacity is the process's.
+    metrics.DB_POOL_MAX.set(settings.db_pool_size + settings.db_max_overflow)
     return engine
 
 
 def _record_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     record.info[_CHECKED_IN_AT] = time.monotonic()
+    metrics.DB_POOL_IN_USE.dec()
+
+
+def _count_checkout(
+    _dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    metrics.DB_POOL_IN_USE.inc()
 
 
 def _check_liveness(

@@ -51,6 +51,7 @@ from sqlmodel import col
 from structlog.contextvars import bound_contextvars
 
 from app.config import Settings
+from app.core import metrics
 from app.core.database import session_scope, utcnow
 from app.core.jobs import enqueue
 from app.core.logging import get_logger
@@ -287,6 +288,7 @@ async def deliver(
         ).scalar_one()
         if delivery.status != DeliveryStatus.pending:
             log.info("email.skipped", status=delivery.status, message_id=message_id)
+            metrics.email_delivery("skipped")
             return str(delivery.status)
         delivery.attempts += 1
         try:
@@ -330,6 +332,7 @@ async def deliver(
                 )
             else:
                 _failed_attempt("transient")
+                metrics.email_delivery("retried")
                 log.warning(
                     "email.deferred",
                     retry_in_s=retry_in,
@@ -343,6 +346,7 @@ async def deliver(
             log.info("email.sent", message_id=message_id, attempts=delivery.attempts)
         status = str(delivery.status)
         if retry_in is None:
+            metrics.email_delivery(status)
             # Done either way: drop the context and the sealed part; the row keeps `to` and
             # `template`.
             await session.execute(

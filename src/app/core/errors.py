@@ -38,7 +38,27 @@ class Problem(BaseModel):
 
     # `type` and `errors` are always sent (API.md): required in the document, so that generated
     # clients need no optional checks, though the model fills them in by default.
-    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_serialization_defaults_required=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Conflict",
+                    "status": 409,
+                    "detail": "Not enough stock of MUG-001: 2 requested, 1 available",
+                    "instance": "/api/v1/orders",
+                    "code": "INSUFFICIENT_STOCK",
+                    "request_id": "5d0c1a7e-2b1f-4c6e-9a0d-8f3e2b1c0a9d",
+                    "errors": [],
+                    "product_id": "0190f1ba-4e5f-7a6b-9c7d-8e9f0a1b2c3d",
+                    "requested": 2,
+                    "available": 1,
+                }
+            ]
+        },
+    )
 
     type: str = "about:blank"
     title: str

@@ -13,15 +13,19 @@ import re
 import time
 import uuid
 
+import fastapi.routing
 import structlog
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.core import metrics
+from app.core.docs import DOCS_PAGES
 from app.core.errors import (
     BodyTooLarge,
     internal_error_response,
@@ -35,15 +39,71 @@ log = get_logger("app.access")
 error_log = get_logger("app.errors")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+GZIP_MINIMUM_SIZE = 1024
+GZIP_SUFFIX = "-gz"  # on the ETag of a gzip-coded response (see core/http_cache.py)
+# A response that says nothing about caching is not to be stored: everything but the public
+# catalog reads (which say `public` or `private` themselves) is per caller or changes at once.
+DEFAULT_CACHE_CONTROL = "no-store"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _UNMATCHED_ROUTE = "<unmatched>"
 
 
+class _Templates:
+    """Each route's full path template, as the app serves it (`/api/v1/orders/{order_id}`).
+
+    `scope["route"]` is the route object a router declared: its path lacks the prefix it was
+    included under (FastAPI resolves `include_router(prefix=...)` at request time), and the
+    framework's own routes (`/openapi.json`, `/docs`) leave no route in the scope at all. So
+    the app's effective routes are listed once, and a request's template is looked up by its
+    route object (one dict lookup), or matched against the path when that is ambiguous (a
+    router included twice) or absent.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.by_route: dict[int, list[tuple[re.Pattern[str], str]]] = {}
+        self.plain: list[tuple[re.Pattern[str], str]] = []
+        for original, effective in _effective_routes(app.routes):
+            template = getattr(effective, "path_format", None)
+            regex = getattr(effective, "path_regex", None)
+            if not isinstance(template, str) or regex is None:
+                continue
+            self.by_route.setdefault(id(original), []).append((regex, template))
+            if not isinstance(original, APIRoute):
+                self.plain.append((regex, template))
+
+    def lookup(self, scope: Scope) -> str:
+        route = scope.get("route")
+        path = scope.get("path", "")
+        candidates = self.by_route.get(id(route), []) if route is not None else self.plain
+        if len(candidates) == 1 and route is not None:
+            return candidates[0][1]
+        for regex, template in candidates:
+            if regex.match(path):
+                return template
+        fallback = getattr(route, "path_format", None)
+        return str(fallback) if fallback else _UNMATCHED_ROUTE
+
+
+def _effective_routes(routes: list[BaseRoute]) -> list[tuple[object, object]]:
+    """(declared route, route as served) pairs; the same object where FastAPI copies routes
+    with their prefix at `include_router` (before 0.16x)."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iterate is None:  # pragma: no cover - older FastAPI: routes carry their full path
+        return [(route, route) for route in routes]
+    return [(context.original_route, context) for context in iterate(routes)]
+
+
 def route_template(scope: Scope) -> str:
-    """The matched route's path template (`/api/v1/orders/{order_id}`), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return str(path) if path else _UNMATCHED_ROUTE
+    """The matched route's full path template (`/api/v1/orders/{order_id}`), never the raw
+    path; `<unmatched>` when no route matched (a 404)."""
+    app = scope.get("app")
+    if not isinstance(app, FastAPI):
+        path = getattr(scope.get("route"), "path_format", None)
+        return str(path) if path else _UNMATCHED_ROUTE
+    templates = getattr(app.state, "route_templates", None)
+    if templates is None:
+        templates = app.state.route_templates = _Templates(app)
+    return templates.lookup(scope)
 
 
 def client_ip(scope: Scope) -> str | None:
@@ -61,12 +121,6 @@ class RequestContextMiddleware:
     `bench/inproc.py`: the stack of six layers was a third of `GET /health`'s CPU).
     """
 
-    _DOCS_CSP = (
-        "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
-        "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-        "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
-    )
     _API_CSP = "default-src 'none'; frame-ancestors 'none'"
     _HSTS = "max-age=63072000; includeSubDomains"
 
@@ -102,11 +156,14 @@ class RequestContextMiddleware:
                 headers["X-Frame-Options"] = "DENY"
                 headers["Referrer-Policy"] = "no-referrer"
                 if is_docs:
-                    headers["Content-Security-Policy"] = self._DOCS_CSP
+                    # The docs pages bring their own (app.core.docs.page_csp).
+                    headers.setdefault("Content-Security-Policy", self._API_CSP)
                 elif "json" in headers.get("content-type", ""):
                     headers["Content-Security-Policy"] = self._API_CSP
                 if self.hsts:
                     headers["Strict-Transport-Security"] = self._HSTS
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = DEFAULT_CACHE_CONTROL
             await send(message)
 
         try:
@@ -115,6 +172,8 @@ class RequestContextMiddleware:
             duration = time.perf_counter() - started
             route = route_template(scope)
             metrics.observe_request(scope["method"], route, status, duration)
+            if status == 429:  # only rate limits answer 429
+                metrics.rate_limit_rejected(route)
             log.info(
                 "http.request",
                 method=scope["method"],
@@ -133,7 +192,8 @@ class CompressionMiddleware:
     Starlette's GZipMiddleware wraps every response, even one it will not compress; here only
     requests with `Accept-Encoding: gzip` pay for it. An uncompressed answer large enough to
     have been compressed still says `Vary: Accept-Encoding`, as Starlette's does, so caches
-    keep the two apart.
+    keep the two apart. A compressed response's strong ETag gets the `-gz` suffix: the tag is
+    of the uncompressed JSON, and the two codings are different representations.
     """
 
     def __init__(self, app: ASGIApp, *, minimum_size: int) -> None:
@@ -146,14 +206,26 @@ class CompressionMiddleware:
             await self.app(scope, receive, send)
             return
         if "gzip" in (_header(scope, b"accept-encoding") or ""):
-            await self.gzip(scope, receive, send)
+
+            async def send_coded(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = MutableHeaders(scope=message)
+                    if headers.get("content-encoding") == "gzip":
+                        etag = headers.get("etag")
+                        if etag and etag.startswith('"') and etag.endswith('"'):
+                            headers["ETag"] = f'{etag[:-1]}{GZIP_SUFFIX}"'
+                    _dedupe_vary(headers)
+                await send(message)
+
+            await self.gzip(scope, receive, send_coded)
             return
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 length = headers.get("content-length")
-                if length is None or (length.isdigit() and int(length) >= self.minimum_size):
+                large = length is None or (length.isdigit() and int(length) >= self.minimum_size)
+                if large and "accept-encoding" not in headers.get("vary", "").lower():
                     headers.add_vary_header("Accept-Encoding")
             await send(message)
 
@@ -236,6 +308,25 @@ class GuardMiddleware:
         await response(scope, receive, send)
 
 
+def _dedupe_vary(headers: MutableHeaders) -> None:
+    """One `Vary` header without repeats (GZip appends `Accept-Encoding` to what is there)."""
+    values = headers.getlist("vary")
+    if not values:
+        return
+    seen: dict[str, str] = {}
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if name:
+                seen.setdefault(name.lower(), name)
+    headers["Vary"] = ", ".join(seen.values())
+
+
+def gzip_applies(scope: Scope, size: int) -> bool:
+    """Whether a response of `size` bytes to this request would be gzip-coded."""
+    return size >= GZIP_MINIMUM_SIZE and "gzip" in (_header(scope, b"accept-encoding") or "")
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -246,11 +337,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     """Add the stack; `add_middleware` prepends, so the last added is the outermost."""
-    docs_paths = frozenset(
-        path for path in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if path
-    )
+    docs_paths = DOCS_PAGES if settings.show_docs else frozenset()
     app.add_middleware(GuardMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(CompressionMiddleware, minimum_size=1024)
+    app.add_middleware(CompressionMiddleware, minimum_size=GZIP_MINIMUM_SIZE)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,

@@ -1,7 +1,8 @@
 """The OpenAPI document, adjusted so that it describes the wire exactly.
 
 FastAPI files every declared response under `application/json`; Problem responses are sent
-as `application/problem+json`, so their content is moved there.
+as `application/problem+json`, so their content is moved there. Only the tags that operations
+use are listed (with their descriptions, `TAGS`), in the order given there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,63 @@ def _move_errors_to_problem_json(schema: dict[str, Any]) -> None:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
 
 
+TAGS: list[dict[str, str]] = [
+    {
+        "name": "auth",
+        "description": "Accounts and sessions: register, log in (JSON or the OAuth2 password "
+        "form), refresh with rotation, log out, verify the email, reset the password. Tokens "
+        "are answered with `Cache-Control: no-store`; these routes are rate limited per "
+        "client IP.",
+    },
+    {
+        "name": "users",
+        "description": "The caller's own account (`/users/me`), and the admins' view of "
+        "every account.",
+    },
+    {
+        "name": "products",
+        "description": "The catalog: public reads (cached, with ETags) and the admins' "
+        "writes. Prices are integer minor units of the deployment's currency.",
+    },
+    {
+        "name": "orders",
+        "description": "Orders of catalog products: stock taken atomically, a status machine "
+        "(pending, paid, shipped, delivered, cancelled), `Idempotency-Key` for safe retries, "
+        "emails on creation, shipping and cancellation.",
+    },
+    {
+        "name": "organizations",
+        "description": "Teams: members and their roles, invitations by email, API keys, and "
+        "the orders placed for the organization.",
+    },
+    {
+        "name": "invitations",
+        "description": "Accepting an invitation to an organization.",
+    },
+    {
+        "name": "events",
+        "description": "Order events as they happen, as Server-Sent Events (the WebSocket "
+        "transport is described by the AsyncAPI document at `/asyncapi.json`).",
+    },
+    {
+        "name": "operations",
+        "description": "Liveness and readiness probes (`/metrics`, for Prometheus, is not "
+        "part of this document).",
+    },
+]
+
+
+def _used_tags(schema: dict[str, Any], tags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    used: list[str] = []
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict):
+                used.extend(tag for tag in operation.get("tags", []) if tag not in used)
+    described = [tag for tag in tags if tag["name"] in used]
+    names = {tag["name"] for tag in described}
+    return described + [{"name": name} for name in used if name not in names]
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -39,6 +97,7 @@ def install_openapi(app: FastAPI) -> None:
                 tags=app.openapi_tags,
             )
             _move_errors_to_problem_json(schema)
+            schema["tags"] = _used_tags(schema, list(app.openapi_tags or TAGS))
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -1,10 +1,19 @@
-"""The route class every router uses: JSON-only bodies and Problem-typed error responses."""
+"""The route class every router uses: JSON-only bodies and Problem-typed error responses.
+
+Each route documents the error statuses its shape makes real, so that no router has to remember
+them: 422 when it takes parameters or a body, 413 when it takes a body (the body-size guard),
+415 when that body is JSON, and 503 when it needs PostgreSQL or Redis (a dependency on the
+request's session or the Redis client, or one marked with `needs_services`). Routers declare the
+rest (401, 403, 404, 409, 429...) from the errors their services raise. Every operation also gets
+a readable `operationId` (`operation_id`).
+"""
 
 from __future__ import annotations
 
 import email.message
+import re
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.dependencies.utils import get_flat_params
@@ -13,9 +22,49 @@ from fastapi.params import Form
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from app.core.errors import Problem, UnsupportedMediaTypeError
+from app.core.database import get_session
+from app.core.errors import (
+    AppError,
+    PayloadTooLargeError,
+    Problem,
+    ServiceUnavailableError,
+    UnsupportedMediaTypeError,
+    error_responses,
+)
+from app.core.redis import get_redis
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# Dependencies that reach PostgreSQL or Redis: a route that (transitively) depends on one of
+# them can answer 503 when that service is down.
+_SERVICE_DEPENDENCIES: set[Callable[..., Any]] = {get_session, get_redis}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def needs_services(dependency: F) -> F:
+    """Mark a dependency that talks to PostgreSQL or Redis itself (not through `SessionDep` or
+    `RedisDep`): the routes that use it then document 503."""
+    _SERVICE_DEPENDENCIES.add(dependency)
+    return dependency
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in re.split(r"[^a-z0-9]+", text.lower()) if word]
+
+
+def operation_id(route: APIRoute) -> str:
+    """`<tag>-<action>`: the tag, then the endpoint's name without the tag's noun.
+
+    `list_products` under `products` is `products-list`, `change_order_status` under `orders`
+    is `orders-change-status`: generated clients call them `productsList`,
+    `ordersChangeStatus`. A route may set `operation_id=` itself; the ids are pinned by the
+    route tables of docs/api.md (tests/contract/test_document.py).
+    """
+    tag = "-".join(_words(str(route.tags[0]))) if route.tags else ""
+    nouns = {tag, tag.removesuffix("s")} if tag else set()
+    action = [word for word in _words(route.name) if word not in nouns] or _words(route.name)
+    return "-".join([tag, *action] if tag else action)
 
 
 def _is_json(content_type: str) -> bool:
@@ -31,11 +80,36 @@ class AppRoute(APIRoute):
     """An APIRoute that answers 415 to a non-JSON body and documents its 422 as a Problem."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        kwargs.setdefault("generate_unique_id_function", operation_id)
         super().__init__(path, endpoint, **kwargs)
         has_params = bool(get_flat_params(self.dependant)) or self.body_field is not None
-        if has_params and 422 not in self.responses and "422" not in self.responses:
-            self.responses[422] = {"model": Problem, "description": "Validation Error"}
-            self.response_fields.update(_problem_field(self))
+        implied: list[type[AppError] | int] = []
+        if has_params:
+            implied.append(422)
+        if self.body_field is not None:
+            implied.append(PayloadTooLargeError)
+        if self.expects_json:
+            implied.append(UnsupportedMediaTypeError)
+        if self.needs_services:
+            implied.append(ServiceUnavailableError)
+        for status, response in error_responses(*implied).items():
+            if status in self.responses or str(status) in self.responses:
+                continue
+            if status == 422:
+                response["description"] = "Validation Error"
+            self.responses[status] = response
+            self.response_fields.update(_problem_field(self, int(status)))
+
+    @property
+    def needs_services(self) -> bool:
+        """Whether a dependency of this route reaches PostgreSQL or Redis."""
+        pending = [self.dependant]
+        while pending:
+            dependant = pending.pop()
+            if dependant.call in _SERVICE_DEPENDENCIES:
+                return True
+            pending.extend(dependant.dependencies)
+        return False
 
     @property
     def expects_json(self) -> bool:
@@ -75,16 +149,17 @@ class AppRoute(APIRoute):
         return json_only
 
 
-def _problem_field(route: APIRoute) -> dict[int | str, Any]:
-    # FastAPI builds response fields in __init__; rebuild them for the 422 added afterwards.
+def _problem_field(route: APIRoute, status: int) -> dict[int | str, Any]:
+    # FastAPI builds response fields in __init__; build them for the responses added afterwards.
     from fastapi.utils import create_model_field
 
     field = create_model_field(
-        name=f"Response_422_{route.unique_id}", type_=Problem, mode="serialization"
+        name=f"Response_{status}_{route.unique_id}", type_=Problem, mode="serialization"
     )
-    return {422: field}
+    return {status: field}
 
 
 def make_router(**kwargs: Any) -> APIRouter:
-    """An APIRouter whose routes are `AppRoute`s."""
+    """An APIRouter whose routes are `AppRoute`s, with readable operation ids."""
+    kwargs.setdefault("generate_unique_id_function", operation_id)
     return APIRouter(route_class=AppRoute, **kwargs)

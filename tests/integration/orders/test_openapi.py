@@ -10,15 +10,24 @@ from httpx import AsyncClient
 PROBLEM = "application/problem+json"
 
 ROUTES: dict[tuple[str, str], set[str]] = {
-    ("get", "/api/v1/products"): {"200", "422"},
-    ("post", "/api/v1/products"): {"201", "401", "403", "409", "413", "415", "422"},
-    ("get", "/api/v1/products/{product_id}"): {"200", "404", "422"},
-    ("patch", "/api/v1/products/{product_id}"): {"200", "401", "403", "404", "413", "415", "422"},
-    ("delete", "/api/v1/products/{product_id}"): {"204", "401", "403", "404", "422"},
-    ("post", "/api/v1/orders"): {"201", "401", "403", "409", "413", "415", "422"},
-    ("get", "/api/v1/orders"): {"200", "401", "403", "422"},
-    ("get", "/api/v1/orders/{order_id}"): {"200", "401", "404", "422"},
-    ("post", "/api/v1/orders/{order_id}/cancel"): {"200", "401", "404", "409", "422"},
+    ("get", "/api/v1/products"): {"200", "304", "422", "503"},
+    ("post", "/api/v1/products"): {"201", "401", "403", "409", "413", "415", "422", "503"},
+    ("get", "/api/v1/products/{product_id}"): {"200", "304", "404", "422", "503"},
+    ("patch", "/api/v1/products/{product_id}"): {
+        "200",
+        "401",
+        "403",
+        "404",
+        "413",
+        "415",
+        "422",
+        "503",
+    },
+    ("delete", "/api/v1/products/{product_id}"): {"204", "401", "403", "404", "422", "503"},
+    ("post", "/api/v1/orders"): {"201", "401", "403", "409", "413", "415", "422", "503"},
+    ("get", "/api/v1/orders"): {"200", "401", "403", "422", "503"},
+    ("get", "/api/v1/orders/{order_id}"): {"200", "401", "404", "422", "503"},
+    ("post", "/api/v1/orders/{order_id}/cancel"): {"200", "401", "404", "409", "422", "503"},
     ("patch", "/api/v1/orders/{order_id}/status"): {
         "200",
         "401",
@@ -28,6 +37,7 @@ ROUTES: dict[tuple[str, str], set[str]] = {
         "413",
         "415",
         "422",
+        "503",
     },
 }
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import Form, Response, status
 
 from app.core.errors import ServiceUnavailableError, UnauthorizedError, error_responses
 from app.core.ratelimit import RateLimit, rate_limited_response
@@ -27,6 +26,7 @@ from app.features.auth.schemas import (
     RefreshIn,
     RegisterIn,
     ResetPasswordIn,
+    TokenForm,
     TokenIn,
     TokenPair,
     token_pair,
@@ -105,7 +105,7 @@ async def login(body: LoginIn, auth: AuthServiceDep, response: Response) -> Toke
     ),
 )
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenForm, Form()],
     auth: AuthServiceDep,
     response: Response,
 ) -> TokenPair:

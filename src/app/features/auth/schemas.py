@@ -17,6 +17,18 @@ TokenText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 class RegisterIn(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "password": "correct horse battery",
+                    "full_name": "Ada Lovelace",
+                }
+            ]
+        }
+    )
+
     email: EmailStr
     password: NewPassword = Field(
         description="8-128 characters, no composition rules, not a common password."
@@ -25,35 +37,104 @@ class RegisterIn(RequestModel):
 
 
 class LoginIn(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
+        }
+    )
+
     email: EmailStr
     password: GivenPassword
 
 
+class TokenForm(BaseModel):
+    """The OAuth2 password grant (RFC 6749, section 4.3) as a form: `username` is the email.
+
+    What Swagger's Authorize button and OAuth2 client libraries send; other fields they may
+    add are ignored.
+    """
+
+    grant_type: Annotated[str | None, Field(pattern="^password$")] = None
+    username: Annotated[str, StringConstraints(max_length=320)] = Field(
+        description="The account's email."
+    )
+    password: GivenPassword
+    scope: str = ""
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
 class RefreshIn(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiJ9.eyJ0eXBlIjoicmVmcmVzaCJ9.c2ln"}]
+        }
+    )
+
     refresh_token: TokenText
 
 
 class TokenIn(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"token": "Xq3vG0b8Jm1tZ2pQw7yR4sK9aL6dF5hC0nE8uB3iV2o"}]}
+    )
+
     token: TokenText
 
 
 class EmailIn(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ada@example.com"}]})
+
     email: EmailStr
 
 
 class ResetPasswordIn(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "Xq3vG0b8Jm1tZ2pQw7yR4sK9aL6dF5hC0nE8uB3iV2o",
+                    "new_password": "a new long passphrase",
+                }
+            ]
+        }
+    )
+
     token: TokenText
     new_password: NewPassword
 
 
 class PasswordChangeIn(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "correct horse battery",
+                    "new_password": "a new long passphrase",
+                }
+            ]
+        }
+    )
+
     current_password: GivenPassword
     new_password: NewPassword
 
 
 class TokenPair(BaseModel):
     # Every member is always sent: generated clients should see `token_type` as required.
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(
+        json_schema_serialization_defaults_required=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkwIn0.c2ln",
+                    "refresh_token": "eyJhbGciOiJIUzI1NiJ9.eyJ0eXBlIjoicmVmIn0.c2ln",
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                }
+            ]
+        },
+    )
 
     access_token: str
     refresh_token: str

@@ -26,6 +26,19 @@ class OrderLineCreate(_Request):
 
 
 class OrderCreate(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"product_id": "0190f1ba-4e5f-7a6b-9c7d-8e9f0a1b2c3d", "quantity": 2}
+                    ],
+                    "note": "Gift wrap, please.",
+                }
+            ]
+        }
+    )
+
     items: Annotated[list[OrderLineCreate], Field(min_length=1, max_length=MAX_LINES)]
     note: Annotated[str, Field(max_length=500)] | None = None
 
@@ -44,6 +57,8 @@ class OrderCreate(_Request):
 
 
 class OrderStatusUpdate(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "paid"}]})
+
     status: OrderStatus
 
 
@@ -57,6 +72,34 @@ class OrderLineOut(BaseModel):
 
 
 class OrderOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0190f1c2-7d4e-7a51-9f0e-3c2b1a0d9e8f",
+                    "user_id": "0190f1b8-2c3d-7e4f-8a5b-6c7d8e9f0a1b",
+                    "organization_id": None,
+                    "status": "pending",
+                    "items": [
+                        {
+                            "product_id": "0190f1ba-4e5f-7a6b-9c7d-8e9f0a1b2c3d",
+                            "sku": "MUG-001",
+                            "name": "Coffee mug",
+                            "unit_price_cents": 1250,
+                            "quantity": 2,
+                            "line_total_cents": 2500,
+                        }
+                    ],
+                    "total_cents": 2500,
+                    "currency": "USD",
+                    "note": "Gift wrap, please.",
+                    "created_at": "2026-12-01T12:00:00Z",
+                    "updated_at": "2026-12-01T12:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     user_id: uuid.UUID
     status: OrderStatus

@@ -1,4 +1,9 @@
-"""`/api/v1/products`: the public catalog and its admin writes."""
+"""`/api/v1/products`: the public catalog and its admin writes.
+
+The two reads answer with a strong ETag and `If-None-Match` gets a 304 (core/http_cache.py):
+`Cache-Control: public` for anonymous callers, `private` for a signed-in one (an admin may see
+inactive products); `Vary: Authorization, Accept-Encoding` either way.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +19,17 @@ from app.core.errors import (
     UnsupportedMediaTypeError,
     error_responses,
 )
+from app.core.http_cache import PRIVATE, conditional_json, public_cache_control
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, OptionalUser
 from app.features.products.deps import ProductServiceDep
 from app.features.products.errors import ProductNotFoundError, SkuTakenError
 from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
-from app.features.users.models import Role
+from app.features.users.models import Role, User
 from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
 
-_JSON = "application/json"
 LOCATION_HEADER: dict[str, Any] = {
     "Location": {"description": "URL of the created product.", "schema": {"type": "string"}}
 }
@@ -33,10 +38,42 @@ _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
 # (FastAPI appends this to the scheme the OptionalUser dependency declares).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
+_VALIDATORS: dict[str, Any] = {
+    "ETag": {
+        "description": "Strong tag of the JSON (`-gz` suffix when gzip-coded); send it back in "
+        "`If-None-Match` for a 304.",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "`public, no-cache` for anonymous callers (or `public, max-age=N` when "
+        "`APP_CATALOG_MAX_AGE_SECONDS` is set), `private, no-cache` for a signed-in one.",
+        "schema": {"type": "string"},
+    },
+    "Vary": {"description": "`Authorization, Accept-Encoding`.", "schema": {"type": "string"}},
+}
+_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not Modified: `If-None-Match` holds the current ETag; no body.",
+        "headers": _VALIDATORS,
+    }
+}
 
 
-@router.get("", response_model=ProductPage, openapi_extra=_TOKEN_OPTIONAL)
+def _cache_control(request: Request, user: User | None) -> str:
+    if user is not None:
+        return PRIVATE
+    max_age: int = request.app.state.settings.catalog_max_age_seconds
+    return public_cache_control(max_age)
+
+
+@router.get(
+    "",
+    response_model=ProductPage,
+    responses={200: {"headers": _VALIDATORS}, **_NOT_MODIFIED},
+    openapi_extra=_TOKEN_OPTIONAL,
+)
 async def list_products(
+    request: Request,
     user: OptionalUser,
     service: ProductServiceDep,
     params: PageParamsDep,
@@ -52,25 +89,29 @@ async def list_products(
     `include_inactive=true`."""
     is_admin = user is not None and user.role == Role.admin
     query = q.strip() if q else None
-    body = await service.list_json(
+    etag, body = await service.list_json(
         params, q=query or None, include_inactive=include_inactive and is_admin
     )
-    return Response(body, media_type=_JSON)
+    return conditional_json(request.scope, etag, body, cache_control=_cache_control(request, user))
 
 
 @router.get(
     "/{product_id}",
     response_model=ProductOut,
-    responses=error_responses(ProductNotFoundError),
+    responses={
+        200: {"headers": _VALIDATORS},
+        **_NOT_MODIFIED,
+        **error_responses(ProductNotFoundError),
+    },
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_product(
-    user: OptionalUser, product_id: uuid.UUID, service: ProductServiceDep
+    request: Request, user: OptionalUser, product_id: uuid.UUID, service: ProductServiceDep
 ) -> Response:
     """One product. An inactive product is 404, except for admins."""
     is_admin = user is not None and user.role == Role.admin
-    body = await service.get_json(product_id, include_inactive=is_admin)
-    return Response(body, media_type=_JSON)
+    etag, body = await service.get_json(product_id, include_inactive=is_admin)
+    return conditional_json(request.scope, etag, body, cache_control=_cache_control(request, user))
 
 
 @router.post(

@@ -38,6 +38,20 @@ class _Request(BaseModel):
 
 
 class ProductCreate(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sku": "MUG-001",
+                    "name": "Coffee mug",
+                    "description": "350 ml, stoneware.",
+                    "price_cents": 1250,
+                    "stock": 10,
+                }
+            ]
+        }
+    )
+
     sku: Sku
     name: Name
     description: Description | None = None
@@ -47,6 +61,10 @@ class ProductCreate(_Request):
 
 class ProductUpdate(_Request):
     """A patch: only the fields sent change; `description: null` clears it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"price_cents": 1100, "stock": 25}, {"is_active": False}]}
+    )
 
     name: Name | None = omittable()
     description: Description | None = None
@@ -64,7 +82,26 @@ class ProductUpdate(_Request):
 
 
 class ProductOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0190f1ba-4e5f-7a6b-9c7d-8e9f0a1b2c3d",
+                    "sku": "MUG-001",
+                    "name": "Coffee mug",
+                    "description": "350 ml, stoneware.",
+                    "price_cents": 1250,
+                    "currency": "USD",
+                    "stock": 10,
+                    "is_active": True,
+                    "images": [],
+                    "created_at": "2026-12-01T12:00:00Z",
+                    "updated_at": "2026-12-01T12:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     sku: str

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
 from app.core.database import after_commit
+from app.core.http_cache import stamp, unstamp
 from app.core.logging import get_logger
 from app.features.products.errors import (
     InsufficientStockError,
@@ -31,6 +32,10 @@ log = get_logger(__name__)
 
 LIST_NAMESPACE = "products:list"
 _ACTIVE, _INACTIVE = b"1", b"0"
+# The layout of a cached entry: a flag (details only), the ETag, the JSON. Part of the keys, so
+# that workers of another layout (a rolling deploy) never read each other's entries.
+_LAYOUT = "e1"
+_DETAIL_KEY = f"detail:{_LAYOUT}"
 
 
 def product_namespace(product_id: uuid.UUID) -> str:
@@ -77,30 +82,30 @@ class ProductService:
 
     # Reads -------------------------------------------------------------------------------
 
-    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> bytes:
-        """The product as ProductOut JSON, from the cache when it can; inactive ones only for
-        admins (`include_inactive`)."""
+    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> tuple[str, bytes]:
+        """The product as ProductOut JSON and its ETag, from the cache when it can; inactive
+        ones only for admins (`include_inactive`)."""
 
         async def load() -> bytes | None:
             product = await self.repository.get(product_id)
             if product is None:
                 return None
-            # A one-byte flag in front of the JSON: visibility without parsing it on a hit.
+            # A one-byte flag in front: visibility without parsing the JSON on a hit.
             flag = _ACTIVE if product.is_active else _INACTIVE
-            return flag + self.to_out(product).model_dump_json().encode()
+            return flag + stamp(self.to_out(product).model_dump_json().encode())
 
         cached = await self.cache.get_or_set(
-            product_namespace(product_id), "detail", load, ttl=self.cache_ttl
+            product_namespace(product_id), _DETAIL_KEY, load, ttl=self.cache_ttl
         )
         if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
             raise ProductNotFoundError(product_id)
-        return cached[1:]
+        return unstamp(cached[1:])
 
     async def list_json(
         self, params: PageParams, *, q: str | None, include_inactive: bool
-    ) -> bytes:
-        """A page of products as JSON, by name then id, cached per query."""
-        query = f"{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
+    ) -> tuple[str, bytes]:
+        """A page of products as JSON and its ETag, by name then id, cached per query."""
+        query = f"{_LAYOUT}:{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
         key = hashlib.sha256(query.encode()).hexdigest()
 
         async def load() -> bytes:
@@ -113,11 +118,11 @@ class ProductService:
             page = ProductPage.of(
                 [self.to_out(product) for product in products], total=total, params=params
             )
-            return page.model_dump_json().encode()
+            return stamp(page.model_dump_json().encode())
 
         cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
         assert cached is not None
-        return cached
+        return unstamp(cached)
 
     async def get(self, product_id: uuid.UUID) -> Product:
         product = await self.repository.get(product_id)

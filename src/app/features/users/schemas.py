@@ -23,11 +23,29 @@ class RequestModel(BaseModel):
 
 # An address that was validated when it came in: sent out as it is stored. Validating it again
 # on the way out ran email-validator's IDNA checks on every response (a tenth of `users/me`).
-StoredEmail = Annotated[str, WithJsonSchema({"type": "string", "format": "email"})]
+# `idn-email`: an internationalized domain is stored in its Unicode form (`user@example.ଭାରତ`
+# for `user@example.xn--3hcrj9c`), which JSON Schema's `email` format refuses.
+StoredEmail = Annotated[str, WithJsonSchema({"type": "string", "format": "idn-email"})]
 
 
 class UserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0190f1b8-2c3d-7e4f-8a5b-6c7d8e9f0a1b",
+                    "email": "ada@example.com",
+                    "full_name": "Ada Lovelace",
+                    "role": "user",
+                    "is_active": True,
+                    "is_verified": False,
+                    "created_at": "2026-12-01T12:00:00Z",
+                    "updated_at": "2026-12-01T12:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     email: StoredEmail
@@ -52,6 +70,8 @@ def _not_null(value: Any) -> Any:
 class ProfileUpdate(RequestModel):
     """What a user may change about themselves; `role`, `email`, `is_active`... are unknown."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"full_name": "Ada King"}]})
+
     full_name: FullName | None = omittable()
 
     _no_null = field_validator("full_name", mode="before")(_not_null)
@@ -59,6 +79,10 @@ class ProfileUpdate(RequestModel):
 
 class UserUpdate(RequestModel):
     """An admin's change to an account; absent fields stay as they are."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"role": "admin"}, {"is_active": False}]}
+    )
 
     full_name: FullName | None = omittable()
     role: Role | None = omittable()
