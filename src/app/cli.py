@@ -294,6 +294,10 @@ def dev(
             sink = SmtpSink(mail_dir=data_dir / "mail", echo=True).start()
             env["APP_SMTP_HOST"], env["APP_SMTP_PORT"] = sink.host, str(sink.port)
             started.append(sink)
+        # pgserver, run as root, opens the data directory to others (g+rx,o+rx) so that its own
+        # system user can reach the database files: close it again, leaving root's case
+        # traversable only (0711: no listing; the secrets in it are 0600 anyway).
+        data_dir.chmod(0o711 if _is_root() else 0o700)
         get_settings.cache_clear()
         settings = _settings()
         run_migrations(settings.database_url)
@@ -341,6 +345,10 @@ def _refuse_if_shared(path: Path) -> None:
             err=True,
         )
         raise typer.Exit(2)
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _private_dir(path: Path) -> Path:

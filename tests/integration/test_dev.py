@@ -135,7 +135,9 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         ]
         assert statuses == [201] * 5 + [429]
         # Secrets under a private directory, created private.
-        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        # 0700; as root, traversable by pgserver's own system user (0711), never listable.
+        expected = 0o711 if os.geteuid() == 0 else 0o700
+        assert stat.S_IMODE(data_dir.stat().st_mode) == expected
         for name in ("jwt_secret", "admin.json"):
             assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
     finally:
