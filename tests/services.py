@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from app.dev import EmbeddedUnavailableError
+
 
 @dataclass
 class Services:
@@ -91,6 +95,17 @@ def _start_containers(services: Services, *, need_db: bool, need_redis: bool) ->
 
 
 def _start_embedded(services: Services) -> None:
+    try:
+        _start_embedded_servers(services)
+    except EmbeddedUnavailableError as exc:
+        pytest.exit(
+            f"no PostgreSQL or Redis for the tests: {exc}; or set APP_TEST_DATABASE_URL and "
+            "APP_TEST_REDIS_URL, or start Docker (testcontainers)",
+            returncode=2,
+        )
+
+
+def _start_embedded_servers(services: Services) -> None:
     from app.dev import EmbeddedPostgres, EmbeddedRedis
 
     # A short path: PostgreSQL's unix socket path must stay under ~100 characters.

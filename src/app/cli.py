@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import stat
@@ -15,7 +16,14 @@ from typing import Annotated, Any
 import typer
 from dotenv import dotenv_values
 
-from app.config import Settings, SettingsError, get_settings, load_settings
+from app.config import (
+    DEV_ENV_FILE,
+    Settings,
+    SettingsError,
+    dev_env_file,
+    get_settings,
+    load_settings,
+)
 
 cli = typer.Typer(
     help="saas-backend: the API server, the worker and their tools.",
@@ -28,10 +36,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _settings() -> Settings:
     try:
-        return get_settings()
+        settings = get_settings()
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    dev_env = dev_env_file()
+    if dev_env is not None and "APP_DATABASE_URL" not in os.environ:
+        typer.echo(f"using the settings of the running `saas dev` ({dev_env})", err=True)
+    return settings
 
 
 def _alembic_config(database_url: str | None = None) -> object:
@@ -271,14 +283,16 @@ def dev(
 
     Nothing needs to be installed or configured first. An APP_* variable you set still wins.
     """
-    from app.dev import EmbeddedPostgres, EmbeddedRedis, SmtpSink
+    from app.dev import EmbeddedPostgres, EmbeddedRedis, EmbeddedUnavailableError, SmtpSink
 
     data_dir = _private_dir(data_dir.resolve())
     started: list[EmbeddedPostgres | EmbeddedRedis | SmtpSink] = []
     env = os.environ
-    env.setdefault("APP_ENVIRONMENT", "development")
     # A value in .env counts as set too: it is the user's choice, not ours to override.
     configured = set(env) | {key for key, value in dotenv_values(".env").items() if value}
+    env.setdefault("APP_ENVIRONMENT", "development")
+    # Every APP_* setting chosen here, for the commands run beside it (see _write_dev_env).
+    dev_env = data_dir / "dev.env"
     if "APP_JWT_SECRET" not in configured:
         env["APP_JWT_SECRET"] = _dev_secret(data_dir / "jwt_secret")
     try:
@@ -291,6 +305,8 @@ def dev(
             env["APP_REDIS_URL"] = redis.start()
             started.append(redis)
         if not {"APP_SMTP_HOST", "APP_SMTP_PORT"} & configured:
+            # aiosmtpd logs every SMTP command at INFO; the sink prints each message itself.
+            logging.getLogger("mail.log").setLevel(logging.WARNING)
             sink = SmtpSink(mail_dir=data_dir / "mail", echo=True).start()
             env["APP_SMTP_HOST"], env["APP_SMTP_PORT"] = sink.host, str(sink.port)
             started.append(sink)
@@ -300,9 +316,11 @@ def dev(
         data_dir.chmod(0o711 if _is_root() else 0o700)
         get_settings.cache_clear()
         settings = _settings()
+        chosen = {key: env[key] for key in sorted(env) if key.startswith("APP_")}
+        _write_dev_env(dev_env, {k: v for k, v in chosen.items() if k not in configured})
         run_migrations(settings.database_url)
         admin = _dev_admin(settings, data_dir / "admin.json")
-        _print_banner(host, port, data_dir, admin)
+        _print_banner(host, port, data_dir, admin, settings, dev_env)
         worker_process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
         try:
             import uvicorn
@@ -323,7 +341,11 @@ def dev(
                 worker_process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 worker_process.kill()
+    except EmbeddedUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
+        dev_env.unlink(missing_ok=True)
         for service in reversed(started):
             service.stop()
 
@@ -371,6 +393,21 @@ def _read_private(path: Path) -> str:
     return path.read_text()
 
 
+def _write_dev_env(path: Path, values: dict[str, str]) -> None:
+    """The settings `saas dev` chose, for the commands run beside it (`app.config.dev_env_file`):
+    owner-only (it holds the JWT secret), replaced atomically."""
+    lines = ["# Written by `saas dev` while it runs (removed when it stops). Do not edit."]
+    for key, value in values.items():
+        quoted = f"'{value}'" if "'" not in value else json.dumps(value)
+        lines.append(f"{key}={quoted}")
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+    partial.chmod(0o600)
+    partial.replace(path)
+
+
 def _dev_secret(path: Path) -> str:
     """A development JWT secret, generated once and kept under the data directory."""
     if not path.exists():
@@ -413,8 +450,19 @@ async def _admin_missing(settings: Settings, email: str) -> bool:
         await engine.dispose()
 
 
-def _print_banner(host: str, port: int, data_dir: Path, admin: tuple[str, str]) -> None:
+def _print_banner(
+    host: str,
+    port: int,
+    data_dir: Path,
+    admin: tuple[str, str],
+    settings: Settings,
+    dev_env: Path,
+) -> None:
     base = f"http://{host}:{port}"
+    if dev_env.resolve() == DEV_ENV_FILE.resolve():
+        beside = f"  Settings  {DEV_ENV_FILE} (saas and alembic in another terminal here read it)"
+    else:
+        beside = f"  Settings  {dev_env} (in another terminal: set -a; . {dev_env}; set +a)"
     typer.echo(
         "\n".join(
             [
@@ -425,11 +473,24 @@ def _print_banner(host: str, port: int, data_dir: Path, admin: tuple[str, str]) 
                 f"  Ready     {base}/ready",
                 f"  Admin     {admin[0]} / {admin[1]}  (kept in {data_dir / 'admin.json'})",
                 f"  Data      {data_dir} (mail saved under {data_dir / 'mail'})",
+                f"  Postgres  {_without_password(settings.database_url)}",
+                f"  Redis     {_without_password(settings.redis_url)}",
+                f"  SMTP      {settings.smtp_host}:{settings.smtp_port}",
+                beside,
                 "  Ctrl-C stops everything.",
                 "",
             ]
         )
     )
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # only for display: any URL the parser refuses is shown by its host
+        return url.split("@")[-1]
 
 
 def main() -> None:

@@ -3,6 +3,12 @@
 Every variable is `APP_<FIELD>` (or a line of `.env`). Required secrets have no default, and
 `load_settings()` turns a missing or invalid one into a one-line `SettingsError` that names the
 variable, so that a misconfigured process stops at once with a message an operator can act on.
+
+While `saas dev` runs, it writes the settings of its embedded servers to `.data/dev.env`;
+`get_settings()` reads that file too (below `.env` and the environment), so that `saas migrate`,
+`saas create-admin` or `alembic` in a second terminal reach the same servers. It is read only
+when neither the environment nor `.env` names a database or another environment than
+development, so it never leaks into a real deployment.
 """
 
 from __future__ import annotations
@@ -267,7 +273,29 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(_describe(exc)) from None
 
 
+DEV_ENV_FILE = Path(".data") / "dev.env"
+
+
+def dev_env_file() -> Path | None:
+    """`.data/dev.env` of a running `saas dev`, when it applies: the file exists, and neither
+    the environment nor `.env` sets `APP_DATABASE_URL` or a non-development environment."""
+    if not DEV_ENV_FILE.is_file():
+        return None
+    from dotenv import dotenv_values
+
+    configured = {**dotenv_values(".env"), **os.environ} if Path(".env").is_file() else os.environ
+    if configured.get("APP_DATABASE_URL"):
+        return None
+    if (configured.get("APP_ENVIRONMENT") or "development") != "development":
+        return None
+    return DEV_ENV_FILE
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()
+    """The process-wide settings, read once (with `.data/dev.env`, see `dev_env_file`)."""
+    dev_env = dev_env_file()
+    if dev_env is None:
+        return load_settings()
+    # Later files win: .env over dev.env; the environment over both.
+    return load_settings(_env_file=(dev_env, ".env"))

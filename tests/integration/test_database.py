@@ -10,12 +10,13 @@ import asyncpg
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import database
 from app.core.database import SessionDep, after_commit, session_scope
 from app.core.errors import ConflictError
+from app.core.reads import ReadConnectionDep, read_query
 from app.core.routing import make_router
 
 ran: list[str] = []
@@ -134,6 +135,9 @@ async def test_a_failing_hook_does_not_fail_the_request(
     assert response.status_code == 200
 
 
+TXID = read_query(select(func.txid_current()))
+
+
 def add_transaction_probes(app: FastAPI) -> None:
     router = make_router(prefix="/test")
 
@@ -143,7 +147,13 @@ def add_transaction_probes(app: FastAPI) -> None:
         return {"same_transaction": first == second}
 
     @router.get("/txids")
-    async def read(session: SessionDep) -> dict[str, bool]:
+    async def read(connection: ReadConnectionDep) -> dict[str, bool]:
+        first = await connection.fetchval(TXID)
+        second = await connection.fetchval(TXID)
+        return {"same_transaction": first == second}
+
+    @router.get("/session-txids")
+    async def read_through_a_session(session: SessionDep) -> dict[str, bool]:
         return await two_transaction_ids(session)
 
     @router.post("/txids")
@@ -154,13 +164,22 @@ def add_transaction_probes(app: FastAPI) -> None:
 
 
 class TestRequestTransactions:
-    async def test_a_read_runs_each_statement_on_its_own(
+    async def test_a_read_connection_runs_each_statement_on_its_own(
         self, make_client: Callable[..., Any]
     ) -> None:
         api: AsyncClient = await make_client(setup=add_transaction_probes)
         response = await api.get("/test/txids")
         assert response.status_code == 200
         assert response.json() == {"same_transaction": False}
+
+    async def test_a_session_is_one_transaction_whatever_the_method(
+        self, make_client: Callable[..., Any]
+    ) -> None:
+        # The route's dependencies choose the storage path, not the HTTP method.
+        api: AsyncClient = await make_client(setup=add_transaction_probes)
+        response = await api.get("/test/session-txids")
+        assert response.status_code == 200
+        assert response.json() == {"same_transaction": True}
 
     async def test_a_write_runs_in_one_transaction(self, make_client: Callable[..., Any]) -> None:
         api: AsyncClient = await make_client(setup=add_transaction_probes)

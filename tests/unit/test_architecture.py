@@ -1,12 +1,17 @@
-"""The layering rules of ARCHITECTURE.md, checked on the source so that a break fails the build.
+"""The layering rules of docs/architecture.md, checked on the source so that a break fails the
+build.
 
 Each check walks the AST of every module under `src/app` (not a grep: strings and comments that
-mention a forbidden name do not count).
+mention a forbidden name do not count). The newer rules are functions of a list of modules, each
+also run on a planted violation (`TestTheRulesCatchPlantedViolations`), so a rule that silently
+stopped matching anything fails too.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +37,19 @@ class Module:
         return self.name.rsplit(".", 1)[-1]
 
 
-def _modules() -> list[Module]:
+def _modules(root: Path = SRC) -> list[Module]:
     modules = []
-    for path in sorted(SRC.rglob("*.py")):
-        relative = path.relative_to(SRC.parent).with_suffix("")
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root.parent).with_suffix("")
         name = ".".join(relative.parts).removesuffix(".__init__")
         modules.append(Module(path, name, ast.parse(path.read_text(), filename=str(path))))
     return modules
+
+
+def _planted(name: str, source: str) -> Module:
+    """A module that exists only in a test: `name` as if it were under src/app."""
+    path = SRC.parent / Path(*name.split(".")).with_suffix(".py")
+    return Module(path, name, ast.parse(textwrap.dedent(source)))
 
 
 MODULES = _modules()
@@ -162,3 +173,300 @@ def test_no_print_outside_the_command_line() -> None:
         if call == "print"
     ]
     assert offenders == []
+
+
+# The read side -------------------------------------------------------------------------------
+
+# Where the asyncpg connection under SQLAlchemy may be touched: the read side's connection, and
+# the pool's liveness check (it asks the driver whether the socket closed).
+RAW_DRIVER_ALLOWED = {"app.core.reads", "app.core.database"}
+
+
+def raw_driver_access(modules: list[Module]) -> list[str]:
+    """Raw driver access (asyncpg, `driver_connection`, `get_raw_connection`) outside the read
+    side's connection."""
+    offenders = []
+    for module in modules:
+        if module.name in RAW_DRIVER_ALLOWED:
+            continue
+        for line, imported in _imports(module):
+            if imported.split(".")[0] == "asyncpg":
+                offenders.append(f"{_where(module, line)} imports {imported}")
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Attribute) and node.attr in {
+                "driver_connection",
+                "get_raw_connection",
+            }:
+                offenders.append(f"{_where(module, node.lineno)} uses .{node.attr}")
+    return offenders
+
+
+def read_connection_outside_the_read_side(modules: list[Module]) -> list[str]:
+    """Services, repositories and models never see the read-only connection: only a feature's
+    `queries`, the dependencies that build them and the routes that receive them do."""
+    return [
+        f"{_where(module, line)} imports {imported}"
+        for module in modules
+        if module.feature is not None and module.layer in {"service", "repository", "models"}
+        for line, imported in _imports(module)
+        if imported.startswith("app.core.reads")
+    ]
+
+
+# A statement keyword followed by more SQL: prose ("Select a product") does not match.
+SQL = re.compile(
+    r"\b(SELECT\s+[\w*(]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+    r"WHERE\s+[\w(]|FROM\s+\w+\s+(WHERE|JOIN|ORDER)|JOIN\s+\w+\s+ON)"
+)
+
+
+def _literal_text(node: ast.AST) -> str:
+    """The constant text in an expression (the literal parts of an f-string too)."""
+    return " ".join(
+        part.value
+        for part in ast.walk(node)
+        if isinstance(part, ast.Constant) and isinstance(part.value, str)
+    )
+
+
+# The dev servers bootstrap their embedded PostgreSQL through psql, which binds nothing: a
+# database name (an identifier, checked to be one) is formatted into its text.
+SQL_FORMATTING_ALLOWED = {"app.dev"}
+
+
+def sql_assembled_from_strings(modules: list[Module]) -> list[str]:
+    """SQL text built with f-strings, `%`, `.format()` or `.replace()`: statements are either
+    constant text with bound parameters or SQLAlchemy Core expressions."""
+    offenders = []
+    for module in modules:
+        if module.name in SQL_FORMATTING_ALLOWED:
+            continue
+        for node in ast.walk(module.tree):
+            built = None
+            if isinstance(node, ast.JoinedStr):
+                built = "an f-string"
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+                built = "% formatting"
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"replace", "format"}
+            ):
+                built = f".{node.func.attr}()"
+            if built is not None and SQL.search(_literal_text(node)):
+                offenders.append(f"{_where(module, node.lineno)} builds SQL with {built}")
+    return offenders
+
+
+def test_raw_driver_access_only_in_the_read_side() -> None:
+    assert raw_driver_access(MODULES) == []
+
+
+def test_the_read_connection_stays_on_the_read_side() -> None:
+    assert read_connection_outside_the_read_side(MODULES) == []
+
+
+def test_no_sql_text_is_assembled_from_strings() -> None:
+    assert sql_assembled_from_strings(MODULES) == []
+
+
+class TestTheRulesCatchPlantedViolations:
+    """Each rule, run on a module planted with the violation it forbids, reports it."""
+
+    def test_raw_driver_access(self) -> None:
+        planted = _planted(
+            "app.features.orders.repository",
+            """
+            async def read(session):
+                connection = await session.connection()
+                raw = await connection.get_raw_connection()
+                return await raw.driver_connection.fetch("SELECT 1")
+            """,
+        )
+        assert len(raw_driver_access([planted])) == 2
+        importing = _planted("app.features.users.service", "import asyncpg\n")
+        assert raw_driver_access([importing]) == ["app/features/users/service.py:1 imports asyncpg"]
+
+    def test_read_connection_in_a_service(self) -> None:
+        planted = _planted(
+            "app.features.orders.service", "from app.core.reads import ReadConnection\n"
+        )
+        assert read_connection_outside_the_read_side([planted]) != []
+        allowed = _planted(
+            "app.features.orders.queries", "from app.core.reads import ReadConnection\n"
+        )
+        assert read_connection_outside_the_read_side([allowed]) == []
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            'q = f"SELECT {columns} FROM orders WHERE id = $1"',
+            'q = BASE.replace("WHERE o.id = $1", "WHERE o.id = $1 AND o.user_id = $2")',
+            'q = "SELECT id FROM {} WHERE id = $1".format(table)',
+            'q = "DELETE FROM %s" % table',
+            'q = text(f"UPDATE users SET name = {name!r}")',
+        ],
+    )
+    def test_sql_assembled_from_strings(self, source: str) -> None:
+        planted = _planted("app.features.orders.repository", source)
+        assert len(sql_assembled_from_strings([planted])) == 1
+
+    def test_prose_and_bound_sql_are_not_sql_assembly(self) -> None:
+        planted = _planted(
+            "app.features.orders.errors",
+            """
+            detail = f"Select a product from {count} choices"
+            QUERY = text("SELECT id FROM orders WHERE id = :id")
+            """,
+        )
+        assert sql_assembled_from_strings([planted]) == []
+
+
+# Tables and their owners --------------------------------------------------------------------
+
+# A core table belongs to the module that defines it; these modules share one.
+SHARED_CORE_TABLES = {"EmailDelivery": {"app.core.email"}}
+# Imports every model for Alembic; touches none.
+TABLE_REGISTRY = "app.models"
+
+
+def _tables(modules: list[Module]) -> dict[str, tuple[Module, str]]:
+    """Every table model: class name -> (defining module, table name)."""
+    tables = {}
+    for module in modules:
+        for node in ast.walk(module.tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            is_table = any(
+                kw.arg == "table" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+                for kw in node.keywords
+            )
+            if not is_table:
+                continue
+            name = node.name
+            for item in node.body:
+                targets = (
+                    [item.target]
+                    if isinstance(item, ast.AnnAssign)
+                    else item.targets
+                    if isinstance(item, ast.Assign)
+                    else []
+                )
+                value = item.value
+                named = any(isinstance(t, ast.Name) and t.id == "__tablename__" for t in targets)
+                if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    tables[name] = (module, value.value)
+    return tables
+
+
+def _owns(owner: Module, user: Module, table_class: str) -> bool:
+    if user.name == owner.name or user.name == TABLE_REGISTRY:
+        return True
+    if owner.feature is not None:
+        return user.feature == owner.feature
+    return user.name in SHARED_CORE_TABLES.get(table_class, set())
+
+
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """ids of every node inside a type (an annotation, or a type alias such as
+    `Annotated[User, ...]`): using a table as a type is not a query."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.Subscript):
+            annotations.append(node.slice)
+        if isinstance(node, ast.AnnAssign | ast.arg):
+            annotations.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        for annotation in annotations:
+            if annotation is not None:
+                inside.update(id(child) for child in ast.walk(annotation))
+    return inside
+
+
+def foreign_table_access(modules: list[Module]) -> list[str]:
+    """A module using another feature's (or another core module's) table in code, or naming
+    it in SQL text: each table is read and written only by its owner."""
+    tables = _tables(modules)
+    offenders = []
+    for module in modules:
+        foreign = {
+            name: table for name, (owner, table) in tables.items() if not _owns(owner, module, name)
+        }
+        if not foreign:
+            continue
+        annotations = _annotation_nodes(module.tree)
+        foreign_tables = set(foreign.values())
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Name) and node.id in foreign and id(node) not in annotations:
+                offenders.append(f"{_where(module, node.lineno)} uses {node.id}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for match in re.finditer(
+                    r"\b(?:FROM|JOIN|INTO|UPDATE)\s+(\w+)", node.value, flags=re.IGNORECASE
+                ):
+                    if match.group(1) in foreign_tables:
+                        offenders.append(
+                            f"{_where(module, node.lineno)} names table {match.group(1)}"
+                        )
+    return offenders
+
+
+def test_each_table_is_used_only_by_its_owner() -> None:
+    assert foreign_table_access(MODULES) == []
+
+
+class TestTheTableRuleCatchesPlantedViolations:
+    def test_a_feature_selecting_another_features_table(self) -> None:
+        users = _planted(
+            "app.features.users.models",
+            """
+            class User(UUIDModel, table=True):
+                __tablename__ = "users"
+            """,
+        )
+        orders = _planted(
+            "app.features.orders.repository",
+            """
+            from app.features.users.models import User
+
+            async def owner_email(session, user_id: uuid.UUID, owner: User) -> str:
+                return await session.scalar(select(User.email).where(User.id == user_id))
+            """,
+        )
+        offenders = foreign_table_access([users, orders])
+        assert offenders == [
+            "app/features/orders/repository.py:5 uses User",
+            "app/features/orders/repository.py:5 uses User",
+        ]
+
+    def test_sql_text_naming_another_features_table(self) -> None:
+        users = _planted(
+            "app.features.users.models",
+            'class User(SQLModel, table=True):\n    __tablename__ = "users"\n',
+        )
+        orders = _planted(
+            "app.features.orders.queries",
+            'Q = text("SELECT o.id FROM orders o JOIN users u ON u.id = o.user_id")\n',
+        )
+        assert foreign_table_access([users, orders]) == [
+            "app/features/orders/queries.py:1 names table users"
+        ]
+
+    def test_the_outbox_belongs_to_its_module_alone(self) -> None:
+        outbox = _planted(
+            "app.core.outbox",
+            'class OutboxMessage(UUIDModel, table=True):\n    __tablename__ = "outbox"\n',
+        )
+        email = _planted(
+            "app.core.email",
+            """
+            from app.core.outbox import OutboxMessage
+
+            STATEMENT = update(OutboxMessage).values(payload={})
+            """,
+        )
+        assert foreign_table_access([outbox, email]) == ["app/core/email.py:4 uses OutboxMessage"]
+        # Its own module and the Alembic registry may.
+        registry = _planted("app.models", "from app.core import outbox\nTABLES = [OutboxMessage]\n")
+        assert foreign_table_access([outbox, registry]) == []

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from app.config import Settings, SettingsError, load_settings
+from app.config import Settings, SettingsError, dev_env_file, get_settings, load_settings
 
 STRONG_SECRET = "Zq8v-2LmT9xR4pW7yB1nC6dF3gH5jK0s"
 BASE = {
@@ -79,3 +82,59 @@ class TestProductionSafety:
         assert load_settings(**{**BASE, "environment": "production"}).json_logs is True
         assert load_settings(**BASE).json_logs is False
         assert load_settings(**{**BASE, "log_format": "json"}).json_logs is True
+
+
+class TestDevEnv:
+    """`.data/dev.env`, written by a running `saas dev`, is read by the commands run beside
+    it, but never over what the environment or `.env` say, and never outside development."""
+
+    DEV_DATABASE = "postgresql+asyncpg://postgres@/postgres?host=/tmp/saas-dev"
+
+    @pytest.fixture(autouse=True)
+    def _dev_env(self, tmp_path: Path) -> Iterator[None]:
+        (tmp_path / ".data").mkdir()
+        (tmp_path / ".data" / "dev.env").write_text(
+            f"APP_DATABASE_URL='{self.DEV_DATABASE}'\n"
+            "APP_REDIS_URL='redis://127.0.0.1:6390/0'\n"
+            f"APP_JWT_SECRET='{STRONG_SECRET}'\n"
+            "APP_LOG_LEVEL='DEBUG'\n"
+        )
+        get_settings.cache_clear()
+        yield
+        get_settings.cache_clear()
+
+    def test_it_is_read_when_nothing_names_a_database(self) -> None:
+        assert dev_env_file() == Path(".data/dev.env")
+        settings = get_settings()
+        assert settings.database_url == self.DEV_DATABASE
+        assert settings.redis_url == "redis://127.0.0.1:6390/0"
+
+    def test_dotenv_and_the_environment_win_over_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / ".env").write_text("APP_LOG_LEVEL=WARNING\n")
+        monkeypatch.setenv("APP_REDIS_URL", "redis://127.0.0.1:6391/0")
+        settings = get_settings()
+        assert settings.log_level == "WARNING"
+        assert settings.redis_url == "redis://127.0.0.1:6391/0"
+        assert settings.database_url == self.DEV_DATABASE
+
+    def test_a_database_in_the_environment_turns_it_off(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("APP_DATABASE_URL", BASE["database_url"])
+        assert dev_env_file() is None
+        with pytest.raises(SettingsError, match="APP_REDIS_URL is required"):
+            get_settings()
+
+    def test_a_database_in_dotenv_turns_it_off(self, tmp_path: Path) -> None:
+        (tmp_path / ".env").write_text(f"APP_DATABASE_URL={BASE['database_url']}\n")
+        assert dev_env_file() is None
+
+    def test_another_environment_turns_it_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("APP_ENVIRONMENT", "production")
+        assert dev_env_file() is None
+
+    def test_no_file_no_dev_env(self, tmp_path: Path) -> None:
+        (tmp_path / ".data" / "dev.env").unlink()
+        assert dev_env_file() is None

@@ -173,15 +173,6 @@ def _check_liveness(
             raise DisconnectionError("connection failed its ping") from exc
 
 
-def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for read-only requests: autocommit, so no `BEGIN` and `COMMIT` round trips.
-
-    Under PostgreSQL's default READ COMMITTED every statement sees its own snapshot anyway, so
-    a read-only request loses nothing outside a transaction and saves two round trips.
-    """
-    return create_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
-
-
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # SQLAlchemy's AsyncSession, not SQLModel's: the latter marks `execute()` deprecated (our
     # tests turn warnings into errors) and its `exec()` is not typed for UPDATE or text().
@@ -206,6 +197,13 @@ async def _run_after_commit(session: AsyncSession) -> None:
                 log.warning("after_commit.failed", callback=name, error=describe(exc))
             else:
                 log.exception("after_commit.failed", callback=name)
+
+
+async def discard(session: AsyncSession) -> None:
+    """Undo the session's work so far and drop its after-commit callbacks; the session stays
+    usable for a new transaction (which the request's scope then commits)."""
+    session.info.pop(_AFTER_COMMIT_KEY, None)
+    await session.rollback()
 
 
 def _unused(session: AsyncSession) -> bool:
@@ -238,40 +236,11 @@ async def session_scope(
     await _run_after_commit(session)
 
 
-_READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
-
-
-def reads_only(request: Request) -> bool:
-    """Whether the request only reads (GET, HEAD): its session runs in autocommit."""
-    return request.method in _READ_ONLY_METHODS
-
-
-async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session's own (pooled, checked-out) connection.
-
-    For the hottest reads, where SQLAlchemy's statement and result machinery costs several
-    times the query itself (measured here: a user's row by primary key, 30 us of CPU through
-    asyncpg, 250-400 us through `session.execute` or `session.get`). The connection stays the
-    session's: the same pool, returned at the end of the request. Meant for the reads of
-    read-only (autocommit) requests: SQLAlchemy neither sees these queries nor flushes
-    pending changes before them.
-    """
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
-
-
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session and transaction (function scope: committed before the response).
-
-    GET and HEAD only read (API.md), so their session runs in autocommit: no transaction to
-    begin or commit. Every other method gets one transaction for the whole request.
-    """
-    state = request.app.state
-    factory: async_sessionmaker[AsyncSession] = (
-        state.read_session_factory if reads_only(request) else state.session_factory
-    )
-    async with session_scope(factory) as session:
+    """The request's unit of work: one transaction, committed before the response is sent
+    (function scope). Write routes take it; read routes take a `ReadConnectionDep`
+    (`app.core.reads`) instead."""
+    async with session_scope(request.app.state.session_factory) as session:
         yield session
 
 

@@ -4,10 +4,12 @@ Requests never talk to SMTP: `queue_email()` puts a `send_email` job in the outb
 `app.core.jobs`), so mail goes out only for committed work and survives Redis or SMTP outages.
 
 The job is idempotent. Its outbox id names the message (`Message-ID: <outbox-id@sender-domain>`)
-and keys a row in `email_deliveries`, locked while the message is sent: a re-delivered or
-concurrent run finds the row `sent` (or `failed`) and sends nothing. (So each running email job
-holds one database connection for the length of its SMTP exchange, bounded by
-`APP_SMTP_TIMEOUT_SECONDS` per step; ARQ runs at most 10 jobs at a time per worker.)
+and keys a row in `email_deliveries`. A run claims that row in a short transaction (a lease,
+`claimed_until`), talks to SMTP with no transaction open and no row locked, then records the
+outcome in a second short transaction. A re-delivered run finds the row `sent` (or `failed`) and
+sends nothing; a concurrent one finds it claimed and retries after the lease. The templates are
+rendered once per delivery, in the worker; `queue_email` only checks that they exist and that
+the context has every variable they use.
 
 Transient SMTP failures (4xx replies, connection errors, timeouts) are retried through ARQ's
 `Retry` with exponential backoff (`APP_EMAIL_RETRY_BACKOFF_SECONDS`, doubling, capped at
@@ -15,6 +17,9 @@ Transient SMTP failures (4xx replies, connection errors, timeouts) are retried t
 attempt (48 h by default), so a relay outage of a day or more loses no mail; the last retry
 falls on the deadline itself. Only a permanent refusal (5xx) or a template that does not render
 ends it early. Each failed attempt is logged and counted (`email_delivery_failures_total`).
+
+Links that act as credentials (verification, reset) wait in the outbox sealed
+(`queue_email(secret_context=...)`, see `app.core.security.Sealer`), opened at send time only.
 
 The one window left is a crash between the SMTP server's "250" and our
 commit: the message is then sent again on retry, with the same Message-ID, which receivers use to
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from functools import cache
@@ -40,32 +45,34 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
+    UndefinedError,
+    meta,
     pass_context,
     select_autoescape,
 )
 from jinja2.runtime import Context
-from sqlalchemy import delete, literal_column, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from structlog.contextvars import bound_contextvars
 
 from app.config import Settings
-from app.core import metrics
+from app.core import metrics, outbox
 from app.core.database import session_scope, utcnow
-from app.core.jobs import enqueue
+from app.core.email_deliveries import DeliveryStatus, EmailDelivery
 from app.core.logging import get_logger
 from app.core.metrics import EMAIL_FAILURES
-from app.core.outbox import DeliveryStatus, EmailDelivery, OutboxMessage
 from app.core.security import InvalidTokenError, Sealer, sealer_for
 
 log = get_logger(__name__)
 
 SEND_EMAIL_JOB = "send_email"
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
-# Only to check at enqueue time that a template renders; the worker renders with real Settings.
-_CHECK_FRONTEND_URL = "http://localhost"
-_CHECK_CURRENCY = "USD"
+# Every template's context has these (added by `render_email`).
+_ALWAYS_DEFINED = frozenset({"frontend_url", "currency"})
+# An SMTP exchange is a handful of steps, each bounded by the SMTP timeout: a claim outlives it.
+_SMTP_STEPS = 8
 
 
 @pass_context
@@ -122,6 +129,28 @@ def render_email(
     )
 
 
+@cache
+def _variables(template: str, directory: Path = TEMPLATES_DIR) -> frozenset[str]:
+    """The top-level variables the three parts of `template` use (parsed once, not rendered).
+
+    Raises `TemplateNotFound` for a template that does not exist.
+    """
+    env = _environment(directory)
+    names: set[str] = set()
+    for part in (f"{template}.subject.txt", f"{template}.txt", f"{template}.html"):
+        source, _, _ = env.loader.get_source(env, part)  # type: ignore[union-attr]
+        names |= meta.find_undeclared_variables(env.parse(source))
+    return frozenset(names)
+
+
+def check_template(template: str, context: dict[str, Any]) -> None:
+    """That `template` exists and `context` defines every variable it uses, without rendering
+    it: a bug fails the request that asked for the mail (and its tests), not the worker later."""
+    missing = sorted(_variables(template) - _ALWAYS_DEFINED - context.keys())
+    if missing:
+        raise UndefinedError(f"{template}: {', '.join(repr(name) for name in missing)} undefined")
+
+
 def message_id_for(outbox_id: uuid.UUID, sender: str) -> str:
     _, at, domain = parseaddr(sender)[1].rpartition("@")
     return f"<{outbox_id}@{domain if at and domain else 'localhost'}>"
@@ -160,24 +189,18 @@ async def queue_email(
     stored sealed by `sealer` (`app.core.security.Sealer`, a key derived from `APP_JWT_SECRET`)
     and opened by the worker at send time only, so the outbox never holds it in the clear.
 
-    The templates are rendered once here as a check, so that a missing template or variable fails
-    the request that asked for the mail (a bug to see in its tests) rather than the worker later.
+    A missing template or variable fails here (`check_template`); the worker renders it.
     """
     address = to.strip()
     if not address or "@" not in address or any(c in address for c in "\r\n"):
         raise ValueError("not an email address")
-    render_email(
-        template,
-        {**context, **(secret_context or {})},
-        frontend_url=_CHECK_FRONTEND_URL,
-        currency=_CHECK_CURRENCY,
-    )
+    check_template(template, {**context, **(secret_context or {})})
     payload: dict[str, Any] = {"to": address, "template": template, "context": context}
     if secret_context:
         if sealer is None:
             raise ValueError("a secret context needs a sealer")
         payload["sealed"] = sealer.seal(secret_context)
-    return await enqueue(session, SEND_EMAIL_JOB, payload)
+    return await outbox.enqueue(session, SEND_EMAIL_JOB, payload)
 
 
 async def send_message(settings: Settings, message: EmailMessage) -> None:
@@ -248,6 +271,80 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
+async def _claim(
+    factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    outbox_id: uuid.UUID,
+    message_id: str,
+    to: str,
+    template: str,
+) -> str | float | datetime:
+    """Claim the delivery for one send: the time of its first try when claimed; the status
+    when it is already done; the seconds until another run's claim lapses when one is sending
+    it now."""
+    now = utcnow()
+    async with session_scope(factory) as session:
+        await session.execute(
+            insert(EmailDelivery)
+            .values(
+                outbox_id=outbox_id,
+                message_id=message_id,
+                recipient=to,
+                template=template,
+                status=DeliveryStatus.pending,
+            )
+            .on_conflict_do_nothing(index_elements=["outbox_id"])
+        )
+        # Locked only for this short transaction: two runs of the job claim one after the other.
+        delivery = (
+            await session.execute(
+                select(EmailDelivery)
+                .where(col(EmailDelivery.outbox_id) == outbox_id)
+                .with_for_update()
+            )
+        ).scalar_one()
+        if delivery.status != DeliveryStatus.pending:
+            return str(delivery.status)
+        if delivery.claimed_until is not None and delivery.claimed_until > now:
+            return (delivery.claimed_until - now).total_seconds()
+        delivery.attempts += 1
+        delivery.claimed_until = now + timedelta(
+            seconds=settings.smtp_timeout_seconds * _SMTP_STEPS
+        )
+        first_try: datetime = delivery.created_at
+    return first_try
+
+
+async def _record(
+    factory: async_sessionmaker[AsyncSession],
+    outbox_id: uuid.UUID,
+    *,
+    status: DeliveryStatus,
+    error: str | None,
+    sealed: bool = False,
+) -> None:
+    """The outcome of a send, and the claim released; once done, the payload's context (which
+    may hold a token) is scrubbed from the outbox row, which keeps `to` and `template`."""
+    async with session_scope(factory) as session:
+        delivery = (
+            await session.execute(
+                select(EmailDelivery)
+                .where(col(EmailDelivery.outbox_id) == outbox_id)
+                .with_for_update()
+            )
+        ).scalar_one()
+        delivery.status = status
+        delivery.last_error = error
+        delivery.claimed_until = None
+        if status == DeliveryStatus.sent:
+            delivery.sent_at = utcnow()
+        if status != DeliveryStatus.pending:
+            await outbox.scrub(session, outbox_id, "context")
+            if sealed:
+                await outbox.scrub(session, outbox_id, "sealed")
+
+
 async def deliver(
     factory: async_sessionmaker[AsyncSession],
     settings: Settings,
@@ -261,106 +358,73 @@ async def deliver(
 ) -> str:
     """Send the email of one outbox row at most once; returns the delivery's status.
 
-    Raises `Retry` after a transient failure while tries remain.
+    Raises `Retry` after a transient failure until the deadline, and while another run holds
+    the claim.
     """
     message_id = message_id_for(outbox_id, settings.mail_from)
-    retry_in: float | None = None
-    async with session_scope(factory) as session:
-        await session.execute(
-            insert(EmailDelivery)
-            .values(
-                outbox_id=outbox_id,
-                message_id=message_id,
-                recipient=to,
-                template=template,
-                status=DeliveryStatus.pending,
-            )
-            .on_conflict_do_nothing(index_elements=["outbox_id"])
+    claim = await _claim(
+        factory, settings, outbox_id=outbox_id, message_id=message_id, to=to, template=template
+    )
+    if isinstance(claim, str):
+        log.info("email.skipped", status=claim, message_id=message_id)
+        metrics.email_delivery("skipped")
+        return claim
+    if isinstance(claim, float):
+        log.info("email.claimed_elsewhere", retry_in_s=claim, message_id=message_id)
+        raise Retry(defer=claim)
+    first_try = claim
+    # No transaction is open and no row is locked from here to `_record`.
+    status, error, retry_in = DeliveryStatus.sent, None, None
+    try:
+        values = dict(context)
+        if isinstance(sealed, str):
+            values.update(sealer_for(settings).unseal(sealed))
+        rendered = render_email(
+            template, values, frontend_url=settings.frontend_url, currency=settings.currency
         )
-        # Held until this transaction ends: a concurrent run of the same job waits here, then
-        # finds the row sent.
-        delivery = (
-            await session.execute(
-                select(EmailDelivery)
-                .where(col(EmailDelivery.outbox_id) == outbox_id)
-                .with_for_update()
+        await send_message(
+            settings,
+            build_message(rendered, to=to, sender=settings.mail_from, message_id=message_id),
+        )
+    except TemplateError as exc:
+        status, error = DeliveryStatus.failed, _describe(exc)
+        _failed_attempt("template")
+        log.error("email.failed", reason="template", error=error)
+    except InvalidTokenError:
+        # Sealed with another APP_JWT_SECRET (rotated since): its link could not work now.
+        status = DeliveryStatus.failed
+        error = "the sealed context cannot be opened with this APP_JWT_SECRET"
+        _failed_attempt("sealed")
+        log.error("email.failed", reason="sealed")
+    except Exception as exc:
+        error = _describe(exc)
+        elapsed = (utcnow() - first_try).total_seconds()
+        if not is_transient(exc):
+            status = DeliveryStatus.failed
+            _failed_attempt("permanent")
+            log.error("email.failed", reason="permanent", error=error)
+        elif (retry_in := retry_delay(settings, job_try, elapsed)) is None:
+            status = DeliveryStatus.failed
+            _failed_attempt("deadline")
+            log.error(
+                "email.failed",
+                reason="deadline",
+                tries=job_try,
+                elapsed_s=round(elapsed),
+                error=error,
             )
-        ).scalar_one()
-        if delivery.status != DeliveryStatus.pending:
-            log.info("email.skipped", status=delivery.status, message_id=message_id)
-            metrics.email_delivery("skipped")
-            return str(delivery.status)
-        delivery.attempts += 1
-        try:
-            values = dict(context)
-            if sealed is not None:
-                values.update(sealer_for(settings).unseal(sealed))
-            rendered = render_email(
-                template, values, frontend_url=settings.frontend_url, currency=settings.currency
-            )
-            await send_message(
-                settings,
-                build_message(rendered, to=to, sender=settings.mail_from, message_id=message_id),
-            )
-        except TemplateError as exc:
-            delivery.status = DeliveryStatus.failed
-            delivery.last_error = _describe(exc)
-            _failed_attempt("template")
-            log.error("email.failed", reason="template", error=delivery.last_error)
-        except InvalidTokenError:
-            # Sealed with another APP_JWT_SECRET (rotated since): its link could not work now.
-            delivery.status = DeliveryStatus.failed
-            delivery.last_error = "the sealed context cannot be opened with this APP_JWT_SECRET"
-            _failed_attempt("sealed")
-            log.error("email.failed", reason="sealed")
-        except Exception as exc:
-            delivery.last_error = _describe(exc)
-            elapsed = (utcnow() - delivery.created_at).total_seconds()
-            if not is_transient(exc):
-                delivery.status = DeliveryStatus.failed
-                _failed_attempt("permanent")
-                log.error("email.failed", reason="permanent", error=delivery.last_error)
-            elif (retry_in := retry_delay(settings, job_try, elapsed)) is None:
-                delivery.status = DeliveryStatus.failed
-                _failed_attempt("deadline")
-                log.error(
-                    "email.failed",
-                    reason="deadline",
-                    tries=job_try,
-                    elapsed_s=round(elapsed),
-                    error=delivery.last_error,
-                )
-            else:
-                _failed_attempt("transient")
-                metrics.email_delivery("retried")
-                log.warning(
-                    "email.deferred",
-                    retry_in_s=retry_in,
-                    tries=job_try,
-                    error=delivery.last_error,
-                )
         else:
-            delivery.status = DeliveryStatus.sent
-            delivery.sent_at = utcnow()
-            delivery.last_error = None
-            log.info("email.sent", message_id=message_id, attempts=delivery.attempts)
-        status = str(delivery.status)
-        if retry_in is None:
-            metrics.email_delivery(status)
-            # Done either way: drop the context and the sealed part; the row keeps `to` and
-            # `template`.
-            await session.execute(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id) == outbox_id)
-                .values(
-                    payload=literal_column(
-                        "jsonb_set(payload, '{context}', '{}'::jsonb) - 'sealed'"
-                    )
-                )
-            )
+            status = DeliveryStatus.pending
+            _failed_attempt("transient")
+            metrics.email_delivery("retried")
+            log.warning("email.deferred", retry_in_s=retry_in, tries=job_try, error=error)
+    else:
+        log.info("email.sent", message_id=message_id, attempts=job_try)
+    await _record(factory, outbox_id, status=status, error=error, sealed=sealed is not None)
     if retry_in is not None:
         raise Retry(defer=retry_in)
-    return status
+    metrics.email_delivery(str(status))
+    return str(status)
 
 
 async def send_email(

@@ -266,8 +266,13 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning("request.service_unavailable", code=exc.code, detail=exc.detail)
     elif exc.status_code >= 500:
         log.error("request.failed", code=exc.code, detail=exc.detail)
+    return app_error_response(request.scope, exc)
+
+
+def app_error_response(scope: Scope, exc: AppError) -> JSONResponse:
+    """The Problem Details response of an `AppError`."""
     return problem_response(
-        request.scope,
+        scope,
         status=exc.status_code,
         code=exc.code,
         detail=exc.detail,

@@ -1,6 +1,7 @@
 """Background jobs that run if and only if their transaction commits, and are never lost.
 
-`enqueue()` writes an outbox row in the caller's transaction. Once that transaction has committed
+The queue side of the outbox (`app.core.outbox` owns the table and its SQL). `enqueue()` writes
+an outbox row in the caller's transaction. Once that transaction has committed
 the row is handed to ARQ at once (the fast path, an `after_commit` callback), with the outbox id
 as ARQ's job id so that the same row is never queued twice. If Redis cannot take it at that
 instant, the row stays unsent and the relay in the worker (`relay_outbox`, every few seconds)
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,13 +26,11 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.typing import WorkerCoroutine
 from redis.exceptions import RedisError
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from app.core.database import after_commit, session_scope, utcnow, uuid7
+from app.core import outbox
+from app.core.database import session_scope
 from app.core.logging import get_logger
-from app.core.outbox import OutboxMessage
 
 log = get_logger(__name__)
 
@@ -40,21 +38,11 @@ QUEUE_NAME = "arq:queue"
 # How long ARQ keeps a queued job, its retries included (ARQ's default is one day after its
 # start time, which would cut an email's retries short: see APP_EMAIL_RETRY_DEADLINE_HOURS).
 JOB_KEY_TTL = timedelta(days=8)
-_DISPATCHER_KEY = "jobs.dispatcher"
 # What a Redis outage looks like from redis-py: refused, reset, timed out.
 _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
-# The statements of every job-writing request, built once (no per-call construction, hashing
-# or compilation on the response path).
-_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
-_INSERT = insert(_OUTBOX).values(
-    id=bindparam("id"), job_name=bindparam("job_name"), payload=bindparam("payload")
-)
-_MARK_HANDED_OFF = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("outbox_id"), _OUTBOX.c.sent_at.is_(None))
-    .values(sent_at=func.now())
-)
+# Jobs are asked for through the outbox; this is its entry point for every caller.
+enqueue = outbox.enqueue
 
 
 @dataclass(frozen=True)
@@ -76,12 +64,8 @@ class JobDispatcher:
                 error=type(exc).__name__,
             )
             return
-        # One statement in autocommit: atomic on its own, and one round trip instead of a
-        # session's BEGIN, UPDATE and COMMIT on the response path of every job-writing request.
         engine: AsyncEngine = self.session_factory.kw["bind"]
-        async with engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(_MARK_HANDED_OFF, {"outbox_id": outbox_id})
+        await outbox.complete(engine, outbox_id)
         log.info("outbox.handed_off", outbox_id=str(outbox_id), job_name=job_name)
 
 
@@ -92,41 +76,8 @@ def install_dispatcher(factory: async_sessionmaker[AsyncSession], redis: ArqRedi
     without one still writes outbox rows, and the relay sends them.
     """
     info = dict(factory.kw.get("info") or {})
-    info[_DISPATCHER_KEY] = JobDispatcher(redis=redis, session_factory=factory)
+    info[outbox.DISPATCHER_KEY] = JobDispatcher(redis=redis, session_factory=factory)
     factory.configure(info=info)
-
-
-def _normalised(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload as it will come back from the JSONB column."""
-    for key in payload:
-        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
-            # They become the job's keyword arguments; ARQ keeps `_`-names for its own options.
-            raise ValueError(f"job payload key {key!r} is not a public identifier")
-    try:
-        normalised: dict[str, Any] = json.loads(json.dumps(payload))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"job payload must be JSON-serialisable: {exc}") from None
-    return normalised
-
-
-async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any]) -> uuid.UUID:
-    """Write an outbox row in the caller's transaction; handed to ARQ after commit.
-
-    The job runs as `job_name(ctx, **payload)` once the transaction commits, never if it rolls
-    back. Returns the outbox id, which is also the ARQ job id (`ctx["job_id"]`).
-    """
-    data = _normalised(payload)
-    outbox_id = uuid7()
-    await session.execute(_INSERT, {"id": outbox_id, "job_name": job_name, "payload": data})
-    dispatcher: JobDispatcher | None = session.info.get(_DISPATCHER_KEY)
-    if dispatcher is not None:
-
-        async def hand_off() -> None:
-            await dispatcher.hand_off(outbox_id, job_name)
-
-        after_commit(session, hand_off)
-    log.debug("outbox.enqueued", outbox_id=str(outbox_id), job_name=job_name)
-    return outbox_id
 
 
 async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> None:
@@ -137,18 +88,6 @@ async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> 
 
 
 JobFunction = Callable[..., Awaitable[Any]]
-
-
-async def load_payload(
-    factory: async_sessionmaker[AsyncSession], outbox_id: uuid.UUID
-) -> dict[str, Any] | None:
-    async with session_scope(factory) as session:
-        payload: dict[str, Any] | None = (
-            await session.execute(
-                select(col(OutboxMessage.payload)).where(col(OutboxMessage.id) == outbox_id)
-            )
-        ).scalar_one_or_none()
-    return payload
 
 
 def outbox_job(function: JobFunction) -> WorkerCoroutine:
@@ -168,7 +107,7 @@ def outbox_job(function: JobFunction) -> WorkerCoroutine:
         except ValueError:
             log.error("outbox.job_without_row", job_id=job_id, reason="not an outbox id")
             return None
-        payload = await load_payload(ctx["session_factory"], outbox_id)
+        payload = await outbox.load(ctx["session_factory"], outbox_id)
         if payload is None:
             log.warning("outbox.job_without_row", job_id=job_id, outbox_id=job_id)
             return None
@@ -191,15 +130,7 @@ async def relay_outbox(
         handed: list[uuid.UUID] = []
         failure: BaseException | None = None
         async with session_scope(factory) as session:
-            rows = (
-                await session.execute(
-                    select(col(OutboxMessage.id), col(OutboxMessage.job_name))
-                    .where(col(OutboxMessage.sent_at).is_(None))
-                    .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id))
-                    .limit(batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = await outbox.claim_unsent(session, limit=batch_size)
             for row in rows:
                 try:
                     await _enqueue_arq(redis, row.id, row.job_name)
@@ -207,12 +138,7 @@ async def relay_outbox(
                     failure = exc
                     break
                 handed.append(row.id)
-            if handed:
-                await session.execute(
-                    update(OutboxMessage)
-                    .where(col(OutboxMessage.id).in_(handed))
-                    .values(sent_at=func.now())
-                )
+            await outbox.complete_claimed(session, handed)
         total += len(handed)
         if failure is not None:
             log.warning("outbox.relay_interrupted", handed=total, error=type(failure).__name__)
@@ -227,27 +153,5 @@ async def relay_outbox(
 async def prune_outbox(
     factory: async_sessionmaker[AsyncSession], *, older_than: timedelta, batch_size: int = 1000
 ) -> int:
-    """Delete rows handed off longer ago than `older_than`, in small batches; returns how many.
-
-    Unsent rows are never pruned, however old: they are work still owed.
-    """
-    cutoff = utcnow() - older_than
-    total = 0
-    while True:
-        async with session_scope(factory) as session:
-            batch = (
-                select(col(OutboxMessage.id))
-                .where(col(OutboxMessage.sent_at) < cutoff)
-                .limit(batch_size)
-                .scalar_subquery()
-            )
-            result = await session.execute(
-                delete(OutboxMessage).where(col(OutboxMessage.id).in_(batch))
-            )
-        deleted: int = getattr(result, "rowcount", 0) or 0
-        total += deleted
-        if deleted < batch_size:
-            break
-    if total:
-        log.info("outbox.pruned", count=total, cutoff=cutoff.isoformat())
-    return total
+    """Delete outbox rows handed off longer ago than `older_than` (the worker's cron)."""
+    return await outbox.prune(factory, older_than=older_than, batch_size=batch_size)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
@@ -31,13 +32,17 @@ from app.core.errors import (
     UnsupportedMediaTypeError,
     error_responses,
 )
+from app.core.idempotency import Replay, pending_key
+from app.core.reads import get_read_connection
 from app.core.redis import get_redis
+
+_IDEMPOTENCY = "app.core.idempotency"
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Dependencies that reach PostgreSQL or Redis: a route that (transitively) depends on one of
 # them can answer 503 when that service is down.
-_SERVICE_DEPENDENCIES: set[Callable[..., Any]] = {get_session, get_redis}
+_SERVICE_DEPENDENCIES: set[Callable[..., Any]] = {get_session, get_read_connection, get_redis}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,8 +121,15 @@ class AppRoute(APIRoute):
         body = self.body_field
         return body is not None and not isinstance(body.field_info, Form)
 
+    @property
+    def idempotent(self) -> bool:
+        """Whether the route declares the `idempotent(...)` dependency."""
+        return _declares(self.dependant, "idempotency")
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if self.idempotent:
+            handler = _keeping_outcomes(handler)
         if not self.expects_json:
             return handler
 
@@ -147,6 +159,39 @@ class AppRoute(APIRoute):
                 raise
 
         return json_only
+
+
+def _declares(dependant: Dependant, name: str) -> bool:
+    return any(
+        (getattr(sub.call, "__name__", None) == name and sub.call.__module__ == _IDEMPOTENCY)
+        or _declares(sub, name)
+        for sub in dependant.dependencies
+    )
+
+
+def _keeping_outcomes(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]],
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """Around an idempotent route: answer replays, and store a new outcome (2xx, 4xx) in the
+    request's transaction. This runs inside the route's dependencies' scope: the session has
+    not committed yet when the outcome is stored."""
+
+    async def keeping_outcomes(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except Replay as replay:
+            return replay.outcome.response()
+        except AppError as exc:
+            pending = pending_key(request)
+            if pending is None or exc.status_code >= 500:
+                raise
+            return await pending.store_error(request, exc)
+        pending = pending_key(request)
+        if pending is not None and response.status_code < 500:
+            await pending.store(response)
+        return response
+
+    return keeping_outcomes
 
 
 def _problem_field(route: APIRoute, status: int) -> dict[int | str, Any]:

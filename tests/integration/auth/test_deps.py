@@ -6,8 +6,11 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -18,8 +21,16 @@ from app.config import Settings
 from app.core.database import uuid7
 from app.core.routing import make_router
 from app.core.security import Tokens
-from app.features.auth.deps import AdminUser, CurrentUser, OptionalUser, revoked_session_key
+from app.features.auth.deps import (
+    AdminUser,
+    AdminViewer,
+    CurrentUser,
+    OptionalViewer,
+    Viewer,
+    revoked_session_key,
+)
 from app.features.users.models import Role, User
+from app.features.users.queries import UserView
 from tests.conftest import TEST_JWT_SECRET, HeadersFactory, UserFactory
 
 
@@ -27,15 +38,25 @@ def add_probe_routes(app: FastAPI) -> None:
     router = make_router(prefix="/probe")
 
     @router.get("/me")
-    async def me(user: CurrentUser) -> dict[str, str]:
-        return {"id": str(user.id), "role": user.role.value}
+    async def me(user: Viewer) -> dict[str, str]:
+        return {"id": str(user.id), "role": user.role.value, "type": type(user).__name__}
+
+    @router.post("/me")
+    async def write_me(user: CurrentUser) -> dict[str, str]:
+        # A write route's caller is tracked by its session: a change is committed.
+        user.full_name = "Changed By Probe"
+        return {"id": str(user.id), "role": user.role.value, "type": type(user).__name__}
 
     @router.get("/admin")
-    async def admin(user: AdminUser) -> dict[str, str]:
+    async def admin(user: AdminViewer) -> dict[str, str]:
+        return {"id": str(user.id)}
+
+    @router.post("/admin")
+    async def write_admin(user: AdminUser) -> dict[str, str]:
         return {"id": str(user.id)}
 
     @router.get("/maybe")
-    async def maybe(user: OptionalUser) -> dict[str, str | None]:
+    async def maybe(user: OptionalViewer) -> dict[str, str | None]:
         return {"id": str(user.id) if user else None}
 
     app.include_router(router)
@@ -83,7 +104,36 @@ class TestCurrentUser:
         user = await make_user()
         response = await api.get("/probe/me", headers=await auth_headers(user))
         assert response.status_code == 200
-        assert response.json() == {"id": str(user.id), "role": "user"}
+        assert response.json() == {"id": str(user.id), "role": "user", "type": "UserView"}
+
+    async def test_a_write_route_gets_the_account_tracked_by_its_session(
+        self,
+        api: AsyncClient,
+        make_user: UserFactory,
+        auth_headers: HeadersFactory,
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        user = await make_user()
+        response = await api.post("/probe/me", headers=await auth_headers(user))
+        assert response.status_code == 200
+        assert response.json() == {"id": str(user.id), "role": "user", "type": "User"}
+        name = await db_conn.fetchval("SELECT full_name FROM users WHERE id = $1", user.id)
+        assert name == "Changed By Probe"
+
+    async def test_a_read_routes_view_of_the_account_cannot_be_changed(self) -> None:
+        view = UserView(
+            id=uuid7(),
+            email="a@example.com",
+            full_name="A",
+            role=Role.user,
+            is_active=True,
+            is_verified=False,
+            token_version=0,
+            created_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
+        )
+        with pytest.raises(FrozenInstanceError):
+            view.full_name = "B"  # type: ignore[misc]
 
     async def test_missing_token_is_401_with_bearer_challenge(self, api: AsyncClient) -> None:
         assert_unauthorized(await api.get("/probe/me"))
@@ -156,12 +206,15 @@ class TestCurrentUser:
             type="access", subject=user.id, session_id=uuid7(), version=-1, role="user"
         )
         assert_unauthorized(await api.get("/probe/me", headers=bearer(token)))
+        assert_unauthorized(await api.post("/probe/me", headers=bearer(token)))
 
     async def test_deactivated_user_is_refused(
         self, api: AsyncClient, make_user: UserFactory, auth_headers: HeadersFactory
     ) -> None:
         user = await make_user(is_active=False)
-        assert_unauthorized(await api.get("/probe/me", headers=await auth_headers(user)))
+        headers = await auth_headers(user)
+        assert_unauthorized(await api.get("/probe/me", headers=headers))
+        assert_unauthorized(await api.post("/probe/me", headers=headers))
 
     async def test_unknown_user_is_refused(
         self, api: AsyncClient, make_user: UserFactory, settings: Settings
@@ -178,18 +231,26 @@ class TestRoles:
         self, api: AsyncClient, make_user: UserFactory, auth_headers: HeadersFactory
     ) -> None:
         admin = await make_user(role=Role.admin)
-        response = await api.get("/probe/admin", headers=await auth_headers(admin))
-        assert response.status_code == 200
-        assert response.json() == {"id": str(admin.id)}
+        headers = await auth_headers(admin)
+        for response in (
+            await api.get("/probe/admin", headers=headers),
+            await api.post("/probe/admin", headers=headers),
+        ):
+            assert response.status_code == 200
+            assert response.json() == {"id": str(admin.id)}
 
     async def test_admin_route_is_403_for_a_user(
         self, api: AsyncClient, make_user: UserFactory, auth_headers: HeadersFactory
     ) -> None:
         user = await make_user()
-        response = await api.get("/probe/admin", headers=await auth_headers(user))
-        assert response.status_code == 403
-        assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["code"] == "FORBIDDEN"
+        headers = await auth_headers(user)
+        for response in (
+            await api.get("/probe/admin", headers=headers),
+            await api.post("/probe/admin", headers=headers),
+        ):
+            assert response.status_code == 403
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "FORBIDDEN"
 
     async def test_optional_user_is_none_without_or_with_a_bad_token(
         self, api: AsyncClient, make_user: UserFactory, auth_headers: HeadersFactory

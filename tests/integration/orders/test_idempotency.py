@@ -55,7 +55,8 @@ class TestIdempotencyKey:
             "SELECT * FROM idempotency_keys WHERE user_id = $1", user.id
         )
         assert record is not None
-        assert record["order_id"] == uuid.UUID(first.json()["id"])
+        assert record["location"] == first.headers["location"]
+        assert json.loads(record["response_body"])["id"] == first.json()["id"]
         assert record["response_status"] == 201
         kept = record["expires_at"] - record["created_at"]
         assert kept.total_seconds() >= 24 * 3600
@@ -188,13 +189,14 @@ class TestIdempotencyKey:
         product = await make_product(stock=10)
         keyed = {**headers, "Idempotency-Key": "busy"}
         # Another transaction holds the key, as a first request still running would.
-        lock = "SELECT pg_advisory_lock(hashtextextended('order:' || $1::text || ':' || $2, 0))"
+        key = "hashtextextended('idempotency:' || $1::text || ':' || $2, 0)"
+        lock = "SELECT pg_advisory_lock(" + key + ")"
         await db_conn.execute(lock, str(user.id), "busy")
         try:
             response = await client.post(ORDERS, json=order_body(product.id), headers=keyed)
         finally:
             await db_conn.execute(
-                "SELECT pg_advisory_unlock(hashtextextended('order:' || $1::text || ':' || $2, 0))",
+                "SELECT pg_advisory_unlock(" + key + ")",
                 str(user.id),
                 "busy",
             )

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.database import create_session_factory
-from app.features.orders.tasks import purge_idempotency_keys
+from app.core.idempotency import purge_idempotency_keys
 
 
 @pytest.fixture

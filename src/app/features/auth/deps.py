@@ -3,7 +3,8 @@
 `get_current_user` runs on every authenticated request, so it stays cheap: an `async def` (a
 sync dependency costs a thread-pool hop), one Redis round trip for the session denylist and one
 primary-key read of the user (which also answers "is the account active" and "is the token
-still of the current version").
+still of the current version"). Write routes get the account tracked by their session
+(`CurrentUser`); read routes get a frozen view of it from the read side (`Viewer`).
 """
 
 from __future__ import annotations
@@ -20,23 +21,27 @@ from fastapi.security import OAuth2PasswordBearer
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import SessionDep, reads_only, session_factory_from
+from app.core.database import SessionDep, session_factory_from
 from app.core.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
 from app.core.ratelimit import get_rate_limiter
+from app.core.reads import ReadConnectionDep
 from app.core.redis import RedisDep
 from app.core.security import InvalidTokenError, PasswordsDep, TokenClaims, Tokens, TokensDep
 from app.features.auth.service import AuthService
 from app.features.auth.sessions import REVOKED_SESSION_KEY, revoked_session_key
 from app.features.users.models import Role, User
+from app.features.users.queries import UserQueries, UserView
 from app.features.users.service import UserService
 
 __all__ = [
     "REVOKED_SESSION_KEY",
     "AdminUser",
+    "AdminViewer",
     "AuthServiceDep",
     "CurrentAuth",
     "CurrentUser",
-    "OptionalUser",
+    "OptionalViewer",
+    "Viewer",
     "get_current_user",
     "require_role",
     "revoked_session_key",
@@ -55,9 +60,8 @@ class Authenticated:
     claims: TokenClaims
 
 
-async def _authenticate(
-    request: Request, token: str | None, session: AsyncSession
-) -> Authenticated:
+async def _claims(request: Request, token: str | None) -> TokenClaims:
+    """The claims of a valid access token whose session has not ended."""
     if not token:
         raise UnauthorizedError("Missing bearer token")
     # Tokens and Redis straight from the app's state, not as dependencies of their own: this
@@ -75,15 +79,26 @@ async def _authenticate(
         raise ServiceUnavailableError("Cannot check the token right now") from None
     if revoked:
         raise UnauthorizedError("This session has ended")
-    # A read-only request gets the account as a plain object, read more cheaply; any other
-    # gets it tracked by the session, since it may change it.
-    user = await UserService(session).get(claims.subject, untracked=reads_only(request))
+    return claims
+
+
+def _check_account(user: User | UserView | None, claims: TokenClaims) -> None:
     if user is None or not user.is_active or user.token_version != claims.version:
         raise UnauthorizedError("Invalid or expired token")
+
+
+async def _authenticate(
+    request: Request, token: str | None, session: AsyncSession
+) -> Authenticated:
+    claims = await _claims(request, token)
+    user = await UserService(session).get(claims.subject)
+    _check_account(user, claims)
+    assert user is not None
     return Authenticated(user, claims)
 
 
 async def get_current_user(request: Request, token: BearerToken, session: SessionDep) -> User:
+    """The caller of a write route: its account, tracked by the request's session."""
     return (await _authenticate(request, token, session)).user
 
 
@@ -94,25 +109,41 @@ async def get_current_auth(
     return await _authenticate(request, token, session)
 
 
-async def get_optional_user(
-    request: Request, token: BearerToken, session: SessionDep
-) -> User | None:
+async def get_viewer(
+    request: Request, token: BearerToken, connection: ReadConnectionDep
+) -> UserView:
+    """The caller of a read route: a frozen view of its account, from the read side."""
+    claims = await _claims(request, token)
+    viewer = await UserQueries(connection).get(claims.subject)
+    _check_account(viewer, claims)
+    assert viewer is not None
+    return viewer
+
+
+async def get_optional_viewer(
+    request: Request, token: BearerToken, connection: ReadConnectionDep
+) -> UserView | None:
     """The caller when a valid token is sent; anonymous (None) otherwise, never an error."""
     if not token:
         return None
     try:
-        return (await _authenticate(request, token, session)).user
+        return await get_viewer(request, token, connection)
     except (UnauthorizedError, ServiceUnavailableError):
         return None
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]
-OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+Viewer = Annotated[UserView, Depends(get_viewer)]
+OptionalViewer = Annotated[UserView | None, Depends(get_optional_viewer)]
+
+
+def is_admin(user: User | UserView | None) -> bool:
+    return user is not None and user.role == Role.admin
 
 
 def require_role(*roles: Role) -> Callable[[User], Awaitable[User]]:
-    """A dependency that lets through only users of one of `roles` (403 for the others)."""
+    """A dependency of write routes that lets through only users of one of `roles` (403)."""
 
     async def check(user: CurrentUser) -> User:
         if user.role not in roles:
@@ -122,7 +153,19 @@ def require_role(*roles: Role) -> Callable[[User], Awaitable[User]]:
     return check
 
 
+def require_viewer_role(*roles: Role) -> Callable[[UserView], Awaitable[UserView]]:
+    """`require_role` for read routes: the caller as a view, 403 for other roles."""
+
+    async def check(viewer: Viewer) -> UserView:
+        if viewer.role not in roles:
+            raise ForbiddenError("Your role does not allow this")
+        return viewer
+
+    return check
+
+
 AdminUser = Annotated[User, Depends(require_role(Role.admin))]
+AdminViewer = Annotated[UserView, Depends(require_viewer_role(Role.admin))]
 
 
 async def get_auth_service(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from app.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
+from app.core.errors import ConflictError, ForbiddenError, NotFoundError
 from app.features.orders.models import OrderStatus
 
 
@@ -28,13 +28,3 @@ class InvalidTransitionError(ConflictError):
 class EmailNotVerifiedError(ForbiddenError):
     code = "EMAIL_NOT_VERIFIED"
     default_detail = "Verify your email address before ordering"
-
-
-class IdempotencyKeyInUseError(ConflictError):
-    code = "IDEMPOTENCY_KEY_IN_USE"
-    default_detail = "A request with this Idempotency-Key is still being processed; retry later"
-
-
-class IdempotencyKeyReusedError(ValidationFailedError):
-    code = "IDEMPOTENCY_KEY_REUSED"
-    default_detail = "This Idempotency-Key was already used with a different request body"

@@ -1,5 +1,4 @@
-"""Orders, their lines (a snapshot of the catalog at order time), the status history and the
-stored responses of `Idempotency-Key` requests."""
+"""Orders, their lines (a snapshot of the catalog at order time) and the status history."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Text,
     Uuid,
     func,
 )
@@ -117,33 +115,3 @@ class OrderStatusChange(UUIDModel, table=True):
         sa_type=DateTime(timezone=True),
         sa_column_kwargs={"server_default": func.now(), "nullable": False},
     )
-
-
-class IdempotencyRecord(SQLModel, table=True):
-    """The first outcome of a `POST /orders` with an `Idempotency-Key`, written in the same
-    transaction as the order, so one can never exist without the other."""
-
-    __tablename__ = "idempotency_keys"
-    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
-
-    user_id: uuid.UUID = Field(
-        sa_column=Column(
-            Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, nullable=False
-        )
-    )
-    key: str = Field(sa_column=Column(String(255), primary_key=True, nullable=False))
-    request_hash: str = Field(sa_type=String(64), nullable=False)
-    response_status: int = Field(nullable=False)
-    response_body: str = Field(sa_type=Text, nullable=False)
-    response_content_type: str = Field(sa_type=String(64), nullable=False)
-    location: str | None = Field(default=None, sa_type=String(255), nullable=True)
-    order_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(Uuid, ForeignKey("orders.id", ondelete="SET NULL"), nullable=True),
-    )
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_type=DateTime(timezone=True),
-        sa_column_kwargs={"server_default": func.now(), "nullable": False},
-    )
-    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)

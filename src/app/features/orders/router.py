@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from app.core.errors import (
-    AppError,
     ForbiddenError,
     PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
     error_responses,
-    problem_response,
 )
+from app.core.idempotency import IDEMPOTENCY_ERRORS, REPLAYED_HEADERS, idempotent
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, CurrentUser
-from app.features.orders.deps import OrderServiceDep
+from app.features.auth.deps import AdminUser, CurrentUser, Viewer, is_admin
+from app.features.orders.deps import Customer, OrderQueriesDep, OrderServiceDep, get_customer
 from app.features.orders.errors import (
     EmailNotVerifiedError,
-    IdempotencyKeyInUseError,
-    IdempotencyKeyReusedError,
     InvalidTransitionError,
     OrderNotFoundError,
 )
 from app.features.orders.models import OrderStatus
+from app.features.orders.queries import order_json, page_json
 from app.features.orders.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
-from app.features.orders.service import StoredResponse, is_admin
-from app.features.products.errors import InsufficientStockError
+from app.features.products.errors import InsufficientStockError, ProductUnavailableError
 from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/orders", tags=["orders"])
@@ -40,119 +35,62 @@ router = make_router(prefix="/orders", tags=["orders"])
 _JSON = "application/json"
 _AUTH_ERRORS = (UnauthorizedError,)
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 _CREATED_HEADERS: dict[str, Any] = {
     "Location": {"description": "URL of the created order.", "schema": {"type": "string"}},
-    REPLAYED_HEADER: {
-        "description": "`true` when this is the stored response of an earlier request with "
-        "the same Idempotency-Key (nothing was created this time).",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
+    **REPLAYED_HEADERS,
 }
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x20-\x7e]+$",
-        description="Makes the request safe to retry: a repeat with the same key and body "
-        "returns the first response (kept 24 h, per user) instead of ordering again.",
-    ),
-]
+
+def _json(body: bytes, status_code: int = status.HTTP_200_OK, **headers: str) -> Response:
+    # Serialised by the read side from the views, not by FastAPI, which would validate the
+    # response model once more on the way out.
+    return Response(body, status_code=status_code, media_type=_JSON, headers=headers or None)
 
 
-def _fingerprint(raw_body: bytes) -> str:
-    """The body as canonical JSON (sorted keys, no spacing), hashed: equal JSON, equal hash."""
-    canonical = json.dumps(
-        json.loads(raw_body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+def _unavailable_lines(exc: ProductUnavailableError) -> ValidationFailedError:
+    """The catalog names the lines by index; on the wire they are `items[i].product_id`."""
+    return ValidationFailedError(
+        exc.detail,
+        errors=[
+            {
+                "loc": ["body", "items", index, "product_id"],
+                "msg": "Unknown or inactive product",
+                "type": "product_unavailable",
+            }
+            for index in exc.line_indexes
+        ],
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _json(model: OrderOut | OrderPage) -> Response:
-    # Serialised here rather than by FastAPI, which would validate the model against the
-    # response model once more on the way out (the reads build it from database rows).
-    return Response(model.model_dump_json().encode(), media_type=_JSON)
-
-
-def _order_location(request: Request, order_id: uuid.UUID) -> str:
-    return str(request.app.url_path_for("get_order", order_id=str(order_id)))
 
 
 @router.post(
     "",
     response_model=OrderOut,
     status_code=status.HTTP_201_CREATED,
+    dependencies=[idempotent(get_customer)],
     responses={
         201: {"description": "Created (or replayed)", "headers": _CREATED_HEADERS},
         **error_responses(
             *_AUTH_ERRORS,
             EmailNotVerifiedError,
             InsufficientStockError,
-            IdempotencyKeyInUseError,
+            *IDEMPOTENCY_ERRORS,
             ValidationFailedError,
-            IdempotencyKeyReusedError,
             *_BODY_ERRORS,
         ),
     },
 )
 async def create_order(
-    user: CurrentUser,
-    data: OrderCreate,
-    service: OrderServiceDep,
-    request: Request,
-    idempotency_key: IdempotencyKey = None,
+    customer: Customer, data: OrderCreate, service: OrderServiceDep, request: Request
 ) -> Response:
     """Place an order. Prices come from the catalog; the stock of every line is taken at once
     or not at all (409 `INSUFFICIENT_STOCK`). Send an `Idempotency-Key` to retry safely."""
-    if idempotency_key is None:
-        order = await service.create(user, data)
-        return Response(
-            order.model_dump_json().encode(),
-            status_code=status.HTTP_201_CREATED,
-            media_type=_JSON,
-            headers={"Location": _order_location(request, order.id)},
-        )
-
-    def created(order: OrderOut) -> StoredResponse:
-        return StoredResponse(
-            status.HTTP_201_CREATED,
-            order.model_dump_json().encode(),
-            _JSON,
-            _order_location(request, order.id),
-        )
-
-    def failed(exc: AppError) -> StoredResponse:
-        rendered = problem_response(
-            request.scope,
-            status=exc.status_code,
-            code=exc.code,
-            detail=exc.detail,
-            errors=exc.errors,
-            extra=exc.extra,
-        )
-        return StoredResponse(exc.status_code, bytes(rendered.body), rendered.media_type or _JSON)
-
-    outcome, replayed = await service.create_once(
-        user,
-        data,
-        key=idempotency_key,
-        fingerprint=_fingerprint(await request.body()),
-        created=created,
-        failed=failed,
-    )
-    headers = {"Location": outcome.location} if outcome.location else {}
-    if replayed:
-        headers[REPLAYED_HEADER] = "true"
-    return Response(
-        outcome.body,
-        status_code=outcome.status_code,
-        media_type=outcome.content_type,
-        headers=headers,
-    )
+    try:
+        order = await service.create(customer, data)
+    except ProductUnavailableError as exc:
+        raise _unavailable_lines(exc) from None
+    location = request.app.url_path_for("get_order", order_id=str(order.id))
+    return _json(order_json(order), status.HTTP_201_CREATED, Location=str(location))
 
 
 @router.get(
@@ -161,8 +99,8 @@ async def create_order(
     responses=error_responses(*_AUTH_ERRORS, ForbiddenError),
 )
 async def list_orders(
-    user: CurrentUser,
-    service: OrderServiceDep,
+    viewer: Viewer,
+    queries: OrderQueriesDep,
     params: PageParamsDep,
     status_filter: Annotated[
         OrderStatus | None, Query(alias="status", description="Only orders in this status.")
@@ -172,10 +110,13 @@ async def list_orders(
     ] = None,
 ) -> Response:
     """Your orders, newest first; an admin sees everyone's, or one user's with `user_id`."""
-    if user_id is not None and not is_admin(user):
+    if is_admin(viewer):
+        owner = user_id
+    elif user_id is not None:
         raise ForbiddenError("Only admins may list another user's orders")
-    page = await service.list(params, viewer=user, status=status_filter, user_id=user_id)
-    return _json(page)
+    else:
+        owner = viewer.id
+    return _json(page_json(await queries.page(params, owner=owner, status=status_filter)))
 
 
 @router.get(
@@ -183,9 +124,12 @@ async def list_orders(
     response_model=OrderOut,
     responses=error_responses(*_AUTH_ERRORS, OrderNotFoundError),
 )
-async def get_order(user: CurrentUser, order_id: uuid.UUID, service: OrderServiceDep) -> Response:
+async def get_order(viewer: Viewer, order_id: uuid.UUID, queries: OrderQueriesDep) -> Response:
     """One of your orders (admins: any order). Someone else's order is 404."""
-    return _json(await service.get(order_id, viewer=user))
+    order = await queries.get(order_id, owner=None if is_admin(viewer) else viewer.id)
+    if order is None:
+        raise OrderNotFoundError(order_id)
+    return _json(order_json(order))
 
 
 @router.post(
@@ -195,10 +139,10 @@ async def get_order(user: CurrentUser, order_id: uuid.UUID, service: OrderServic
 )
 async def cancel_order(
     user: CurrentUser, order_id: uuid.UUID, service: OrderServiceDep
-) -> OrderOut:
+) -> Response:
     """Cancel an order and give its stock back: yours while `pending`; an admin's also while
     `paid`. Otherwise 409 `INVALID_STATE_TRANSITION`."""
-    return await service.cancel(order_id, actor=user)
+    return _json(order_json(await service.cancel(order_id, actor=user)))
 
 
 @router.patch(
@@ -210,7 +154,8 @@ async def cancel_order(
 )
 async def change_order_status(
     admin: AdminUser, order_id: uuid.UUID, data: OrderStatusUpdate, service: OrderServiceDep
-) -> OrderOut:
+) -> Response:
     """Move an order along pending -> paid -> shipped -> delivered, or cancel it from pending or
     paid (admin). Each change is recorded; the owner is emailed on shipped and cancelled."""
-    return await service.change_status(order_id, data.status, actor=admin)
+    order = await service.change_status(order_id, data.status, actor=admin)
+    return _json(order_json(order))

@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.core.cache import Cache
 from app.core.database import SessionDep
+from app.core.reads import ReadConnectionDep
+from app.features.products.queries import ProductQueries
 from app.features.products.service import ProductService
 
 
@@ -29,3 +31,14 @@ async def get_product_service(request: Request, session: SessionDep) -> ProductS
 
 
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+
+
+async def get_product_queries(request: Request, connection: ReadConnectionDep) -> ProductQueries:
+    state = request.app.state
+    settings: Settings = state.settings
+    return ProductQueries(
+        connection, state.cache, currency=settings.currency, cache_ttl=settings.cache_ttl_seconds
+    )
+
+
+ProductQueriesDep = Annotated[ProductQueries, Depends(get_product_queries)]

@@ -33,14 +33,6 @@ class ProductUnavailableError(ValidationFailedError):
     """Order lines naming a product that does not exist or is no longer sold."""
 
     def __init__(self, line_indexes: list[int]) -> None:
-        super().__init__(
-            "Some lines name a product that does not exist or is not available",
-            errors=[
-                {
-                    "loc": ["body", "items", index, "product_id"],
-                    "msg": "Unknown or inactive product",
-                    "type": "product_unavailable",
-                }
-                for index in line_indexes
-            ],
-        )
+        super().__init__("Some lines name a product that does not exist or is not available")
+        # Which lines, by their index in the order: the route that took them names the field.
+        self.line_indexes = line_indexes

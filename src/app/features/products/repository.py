@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -47,11 +47,6 @@ def _constraint_of(exc: IntegrityError) -> str | None:
     return str(name) if name else None
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 class ProductRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -73,38 +68,6 @@ class ProductRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
-
-    async def list(
-        self, *, offset: int, limit: int, q: str | None, include_inactive: bool
-    ) -> tuple[Sequence[Product], int]:
-        """One page ordered by name then id, and the total, in one round trip."""
-        conditions: list[Any] = []
-        if not include_inactive:
-            conditions.append(col(Product.is_active).is_(True))
-        if q:
-            pattern = _like_pattern(q)
-            conditions.append(
-                or_(
-                    col(Product.name).ilike(pattern, escape="\\"),
-                    col(Product.sku).ilike(pattern, escape="\\"),
-                )
-            )
-        total = func.count().over().label("total")
-        statement = (
-            select(Product, total)
-            .where(*conditions)
-            .order_by(col(Product.name), col(Product.id))
-            .offset(offset)
-            .limit(limit)
-        )
-        rows = (await self.session.execute(statement)).all()
-        if rows:
-            return [row[0] for row in rows], int(rows[0][1])
-        if offset == 0:
-            return [], 0
-        # Past the last page: the window count has no row to ride on.
-        count = select(func.count()).select_from(Product).where(*conditions)
-        return [], int((await self.session.execute(count)).scalar_one())
 
     async def lock_for_order(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StockRow]:
         """The products by id, each row locked until the transaction ends, for an order to take

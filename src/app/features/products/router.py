@@ -21,11 +21,11 @@ from app.core.errors import (
 )
 from app.core.http_cache import PRIVATE, conditional_json, public_cache_control
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, OptionalUser
-from app.features.products.deps import ProductServiceDep
+from app.features.auth.deps import AdminUser, OptionalViewer, is_admin
+from app.features.products.deps import ProductQueriesDep, ProductServiceDep
 from app.features.products.errors import ProductNotFoundError, SkuTakenError
 from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
-from app.features.users.models import Role, User
+from app.features.users.queries import UserView
 from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
@@ -35,7 +35,7 @@ LOCATION_HEADER: dict[str, Any] = {
 }
 _ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
 # The public reads take a token but do not need one: `{}` in `security` makes it optional
-# (FastAPI appends this to the scheme the OptionalUser dependency declares).
+# (FastAPI appends this to the scheme the OptionalViewer dependency declares).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 _VALIDATORS: dict[str, Any] = {
@@ -59,7 +59,7 @@ _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _cache_control(request: Request, user: User | None) -> str:
+def _cache_control(request: Request, user: UserView | None) -> str:
     if user is not None:
         return PRIVATE
     max_age: int = request.app.state.settings.catalog_max_age_seconds
@@ -74,8 +74,8 @@ def _cache_control(request: Request, user: User | None) -> str:
 )
 async def list_products(
     request: Request,
-    user: OptionalUser,
-    service: ProductServiceDep,
+    viewer: OptionalViewer,
+    queries: ProductQueriesDep,
     params: PageParamsDep,
     q: Annotated[
         str | None,
@@ -87,12 +87,13 @@ async def list_products(
 ) -> Response:
     """List the catalog by name, then id. Active products only, unless an admin asks for
     `include_inactive=true`."""
-    is_admin = user is not None and user.role == Role.admin
     query = q.strip() if q else None
-    etag, body = await service.list_json(
-        params, q=query or None, include_inactive=include_inactive and is_admin
+    etag, body = await queries.list_json(
+        params, q=query or None, include_inactive=include_inactive and is_admin(viewer)
     )
-    return conditional_json(request.scope, etag, body, cache_control=_cache_control(request, user))
+    return conditional_json(
+        request.scope, etag, body, cache_control=_cache_control(request, viewer)
+    )
 
 
 @router.get(
@@ -106,12 +107,13 @@ async def list_products(
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def get_product(
-    request: Request, user: OptionalUser, product_id: uuid.UUID, service: ProductServiceDep
+    request: Request, viewer: OptionalViewer, product_id: uuid.UUID, queries: ProductQueriesDep
 ) -> Response:
     """One product. An inactive product is 404, except for admins."""
-    is_admin = user is not None and user.role == Role.admin
-    etag, body = await service.get_json(product_id, include_inactive=is_admin)
-    return conditional_json(request.scope, etag, body, cache_control=_cache_control(request, user))
+    etag, body = await queries.get_json(product_id, include_inactive=is_admin(viewer))
+    return conditional_json(
+        request.scope, etag, body, cache_control=_cache_control(request, viewer)
+    )
 
 
 @router.post(

@@ -1,4 +1,4 @@
-"""The catalog's rules: admin writes, cached public reads, and stock for orders.
+"""The catalog's rules: admin writes and stock for orders (the cached reads are in `queries`).
 
 Every write invalidates the cache after its transaction commits (the namespace of the product
 and that of the lists), so the very next read sees it. Orders take and give back stock through
@@ -7,7 +7,6 @@ this service, which is what keeps the cached stock never older than the last ord
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
 from app.core.database import after_commit
-from app.core.http_cache import stamp, unstamp
 from app.core.logging import get_logger
 from app.features.products.errors import (
     InsufficientStockError,
@@ -24,22 +22,11 @@ from app.features.products.errors import (
     ProductUnavailableError,
 )
 from app.features.products.models import Product
+from app.features.products.queries import LIST_NAMESPACE, product_namespace
 from app.features.products.repository import ProductRepository, StockRow
-from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
-from app.shared.pagination import PageParams
+from app.features.products.schemas import ProductCreate, ProductOut, ProductUpdate
 
 log = get_logger(__name__)
-
-LIST_NAMESPACE = "products:list"
-_ACTIVE, _INACTIVE = b"1", b"0"
-# The layout of a cached entry: a flag (details only), the ETag, the JSON. Part of the keys, so
-# that workers of another layout (a rolling deploy) never read each other's entries.
-_LAYOUT = "e1"
-_DETAIL_KEY = f"detail:{_LAYOUT}"
-
-
-def product_namespace(product_id: uuid.UUID) -> str:
-    return f"products:{product_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,50 +66,6 @@ class ProductService:
             await self.cache.invalidate(namespaces)
 
         after_commit(self.session, invalidate)
-
-    # Reads -------------------------------------------------------------------------------
-
-    async def get_json(self, product_id: uuid.UUID, *, include_inactive: bool) -> tuple[str, bytes]:
-        """The product as ProductOut JSON and its ETag, from the cache when it can; inactive
-        ones only for admins (`include_inactive`)."""
-
-        async def load() -> bytes | None:
-            product = await self.repository.get(product_id)
-            if product is None:
-                return None
-            # A one-byte flag in front: visibility without parsing the JSON on a hit.
-            flag = _ACTIVE if product.is_active else _INACTIVE
-            return flag + stamp(self.to_out(product).model_dump_json().encode())
-
-        cached = await self.cache.get_or_set(
-            product_namespace(product_id), _DETAIL_KEY, load, ttl=self.cache_ttl
-        )
-        if cached is None or (cached[:1] != _ACTIVE and not include_inactive):
-            raise ProductNotFoundError(product_id)
-        return unstamp(cached[1:])
-
-    async def list_json(
-        self, params: PageParams, *, q: str | None, include_inactive: bool
-    ) -> tuple[str, bytes]:
-        """A page of products as JSON and its ETag, by name then id, cached per query."""
-        query = f"{_LAYOUT}:{params.page}:{params.page_size}:{int(include_inactive)}:{q or ''}"
-        key = hashlib.sha256(query.encode()).hexdigest()
-
-        async def load() -> bytes:
-            products, total = await self.repository.list(
-                offset=params.offset,
-                limit=params.limit,
-                q=q,
-                include_inactive=include_inactive,
-            )
-            page = ProductPage.of(
-                [self.to_out(product) for product in products], total=total, params=params
-            )
-            return stamp(page.model_dump_json().encode())
-
-        cached = await self.cache.get_or_set(LIST_NAMESPACE, key, load, ttl=self.cache_ttl)
-        assert cached is not None
-        return unstamp(cached)
 
     async def get(self, product_id: uuid.UUID) -> Product:
         product = await self.repository.get(product_id)

@@ -14,13 +14,15 @@ from app.core.errors import (
     error_responses,
 )
 from app.core.ratelimit import rate_limited_response
+from app.core.reads import ReadConnectionDep
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, AuthServiceDep, CurrentUser
+from app.features.auth.deps import AdminUser, AdminViewer, AuthServiceDep, CurrentUser, Viewer
 from app.features.auth.errors import WrongPasswordError
 from app.features.auth.schemas import PasswordChangeIn, TokenPair, token_pair
 from app.features.users.deps import UserServiceDep
 from app.features.users.errors import LastAdminError, UserNotFoundError
 from app.features.users.models import Role, User
+from app.features.users.queries import UserQueries, UserView
 from app.features.users.schemas import ProfileUpdate, UserOut, UserPage, UserUpdate
 from app.shared.pagination import PageParamsDep
 
@@ -31,9 +33,9 @@ ADMIN = (UnauthorizedError, ForbiddenError, ServiceUnavailableError)
 
 
 @router.get("/me", response_model=UserOut, responses=error_responses(*AUTH))
-async def read_me(user: CurrentUser) -> User:
+async def read_me(viewer: Viewer) -> UserView:
     """The caller's account."""
-    return user
+    return viewer
 
 
 @router.patch("/me", response_model=UserOut, responses=error_responses(*AUTH))
@@ -79,8 +81,8 @@ async def deactivate_me(user: CurrentUser, users: UserServiceDep) -> None:
 
 @router.get("", response_model=UserPage, responses=error_responses(*ADMIN))
 async def list_users(
-    admin: AdminUser,
-    users: UserServiceDep,
+    admin: AdminViewer,
+    connection: ReadConnectionDep,
     page: PageParamsDep,
     role: Role | None = None,
     is_active: bool | None = None,
@@ -90,7 +92,7 @@ async def list_users(
     ] = None,
 ) -> UserPage:
     """Every account, newest first (admins only)."""
-    items, total = await users.search(
+    items, total = await UserQueries(connection).search(
         role=role,
         is_active=is_active,
         q=q.strip() if q else None,
@@ -111,9 +113,14 @@ async def list_users(
     response_model=UserOut,
     responses=error_responses(UserNotFoundError, *ADMIN),
 )
-async def read_user(user_id: uuid.UUID, admin: AdminUser, users: UserServiceDep) -> User:
+async def read_user(
+    user_id: uuid.UUID, admin: AdminViewer, connection: ReadConnectionDep
+) -> UserView:
     """One account (admins only)."""
-    return await users.require(user_id)
+    user = await UserQueries(connection).get(user_id)
+    if user is None:
+        raise UserNotFoundError(user_id)
+    return user
 
 
 @router.patch(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,10 +20,7 @@ class UserService:
         self.users = UserRepository(session)
         self.sessions = SessionService(session)
 
-    async def get(self, user_id: uuid.UUID, *, untracked: bool = False) -> User | None:
-        """The user; `untracked` for a read-only request (a plain object, read more cheaply)."""
-        if untracked:
-            return await self.users.get_untracked(user_id)
+    async def get(self, user_id: uuid.UUID) -> User | None:
         return await self.users.get(user_id)
 
     async def require(self, user_id: uuid.UUID) -> User:
@@ -55,19 +51,6 @@ class UserService:
         await self.users.add(user)
         log.info("user.created", user_id=str(user.id), role=user.role.value)
         return user
-
-    async def search(
-        self,
-        *,
-        role: Role | None,
-        is_active: bool | None,
-        q: str | None,
-        offset: int,
-        limit: int,
-    ) -> tuple[Sequence[User], int]:
-        return await self.users.search(
-            role=role, is_active=is_active, q=q, offset=offset, limit=limit
-        )
 
     async def update_profile(self, user: User, *, full_name: str | None) -> User:
         if full_name is not None:

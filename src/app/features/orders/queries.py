@@ -1,0 +1,219 @@
+"""The read side of orders: orders with their lines as frozen views, through the read-only
+connection, and their JSON.
+
+One statement shape reads every order: the order's columns joined with its lines' (lines in
+position), folded into `OrderView`s by `_fold`. A single order and a page of them differ only in
+their WHERE (and the page's LIMIT, in a subquery). The columns come from the tables' metadata,
+by the views' field names.
+
+`OrderView` is also what the service's writes return (a placed order, a changed status): the
+one shape of an order the routes serialise, with the JSON of `OrderOut` (`order_json`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from pydantic import TypeAdapter
+from sqlalchemy import Table, bindparam, func, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.core.reads import ReadConnection, ReadQuery, Row, read_query
+from app.features.orders.models import Order, OrderLine, OrderStatus
+from app.shared.pagination import PageParams
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    """One line of an order: the product's sku, name and price when it was ordered."""
+
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    quantity: int
+    line_total_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order with its lines in position (the fields and order of `OrderOut`)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: OrderStatus
+    items: tuple[LineView, ...]
+    total_cents: int
+    currency: str
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPageView:
+    """A page of orders (the fields and order of `OrderPage`)."""
+
+    items: tuple[OrderView, ...]
+    total: int
+    page: int
+    page_size: int
+    has_next: bool
+
+
+# Serialised by pydantic's core straight from the views: the same bytes as OrderOut's and
+# OrderPage's `model_dump_json`, without building those models (the contract tests check it).
+_ORDER_JSON = TypeAdapter(OrderView)
+_PAGE_JSON = TypeAdapter(OrderPageView)
+
+
+def order_json(order: OrderView) -> bytes:
+    return _ORDER_JSON.dump_json(order)
+
+
+def page_json(page: OrderPageView) -> bytes:
+    return _PAGE_JSON.dump_json(page)
+
+
+_ORDERS: Table = Order.__table__  # type: ignore[attr-defined]
+_LINES: Table = OrderLine.__table__  # type: ignore[attr-defined]
+_ORDER_FIELDS = [field.name for field in fields(OrderView) if field.name != "items"]
+_LINE_FIELDS = [field.name for field in fields(LineView)]
+_ORDER_COLUMNS = [_ORDERS.c[name] for name in _ORDER_FIELDS]
+_LINE_COLUMNS = [_LINES.c[name] for name in _LINE_FIELDS]
+
+
+def _one_order(*, own: bool) -> ReadQuery:
+    condition = _ORDERS.c.id == bindparam("order_id")
+    if own:
+        condition &= _ORDERS.c.user_id == bindparam("user_id")
+    return read_query(
+        select(*_ORDER_COLUMNS, *_LINE_COLUMNS)
+        .join_from(_ORDERS, _LINES, _LINES.c.order_id == _ORDERS.c.id)
+        .where(condition)
+        .order_by(_LINES.c.position)
+    )
+
+
+def _page(*, own: bool, status: bool) -> tuple[ReadQuery, ReadQuery]:
+    """A page of orders newest first (id breaks ties) with their lines, and the count.
+
+    The page is a subquery along the index of its filter, then joined with the lines: one
+    round trip. The count is its own query (an index-only scan where a window count would
+    read every matching row), run only when the page does not tell the total.
+    """
+    conditions: list[ColumnElement[bool]] = [true()]
+    if own:
+        conditions.append(_ORDERS.c.user_id == bindparam("user_id"))
+    if status:
+        conditions.append(_ORDERS.c.status == bindparam("status"))
+    page = (
+        select(*_ORDER_COLUMNS)
+        .where(*conditions)
+        .order_by(_ORDERS.c.created_at.desc(), _ORDERS.c.id.desc())
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+        .subquery("page")
+    )
+    with_lines = (
+        select(*(page.c[name] for name in _ORDER_FIELDS), *_LINE_COLUMNS)
+        .join_from(page, _LINES, _LINES.c.order_id == page.c.id)
+        .order_by(page.c.created_at.desc(), page.c.id.desc(), _LINES.c.position)
+    )
+    count = select(func.count()).select_from(_ORDERS).where(*conditions)
+    return read_query(with_lines), read_query(count)
+
+
+_ORDER = _one_order(own=False)
+_OWN_ORDER = _one_order(own=True)
+# One compiled pair per combination of filters, so that each gets the plan of its own index.
+_PAGES = {
+    (own, status): _page(own=own, status=status)
+    for own in (False, True)
+    for status in (False, True)
+}
+
+
+def _fold(rows: Sequence[Row]) -> list[OrderView]:
+    """Rows of (order columns, line columns), an order's rows together and its lines in
+    position, as views. What the database holds was validated on the way in: not again."""
+    orders: list[OrderView] = []
+    current: Row | None = None
+    lines: list[LineView] = []
+    for row in rows:
+        if current is not None and row["id"] != current["id"]:
+            orders.append(_order(current, lines))
+            lines = []
+        current = row
+        lines.append(
+            LineView(
+                row["product_id"],
+                row["sku"],
+                row["name"],
+                row["unit_price_cents"],
+                row["quantity"],
+                row["line_total_cents"],
+            )
+        )
+    if current is not None:
+        orders.append(_order(current, lines))
+    return orders
+
+
+def _order(row: Row, lines: list[LineView]) -> OrderView:
+    return OrderView(
+        row["id"],
+        row["user_id"],
+        OrderStatus(row["status"]),
+        tuple(lines),
+        row["total_cents"],
+        row["currency"],
+        row["note"],
+        row["created_at"],
+        row["updated_at"],
+    )
+
+
+class OrderQueries:
+    """Orders as their owner or an admin may read them (`owner` None: anyone's)."""
+
+    def __init__(self, connection: ReadConnection) -> None:
+        self.connection = connection
+
+    async def get(self, order_id: uuid.UUID, *, owner: uuid.UUID | None) -> OrderView | None:
+        """The order; None when there is none, or (`owner`) it is someone else's."""
+        if owner is None:
+            rows = await self.connection.fetch(_ORDER, order_id=order_id)
+        else:
+            rows = await self.connection.fetch(_OWN_ORDER, order_id=order_id, user_id=owner)
+        orders = _fold(rows)
+        return orders[0] if orders else None
+
+    async def page(
+        self, params: PageParams, *, owner: uuid.UUID | None, status: OrderStatus | None
+    ) -> OrderPageView:
+        """A page of orders newest first: `owner`'s, or everyone's; optionally of one status."""
+        page_query, count_query = _PAGES[(owner is not None, status is not None)]
+        filters: dict[str, object] = {}
+        if owner is not None:
+            filters["user_id"] = owner
+        if status is not None:
+            filters["status"] = status.value
+        rows = await self.connection.fetch(
+            page_query, offset=params.offset, limit=params.limit, **filters
+        )
+        orders = _fold(rows)
+        if params.offset == 0 and len(orders) < params.limit:
+            total = len(orders)
+        else:
+            total = int(await self.connection.fetchval(count_query, **filters))
+        return OrderPageView(
+            items=tuple(orders),
+            total=total,
+            page=params.page,
+            page_size=params.page_size,
+            has_next=params.offset + len(orders) < total,
+        )

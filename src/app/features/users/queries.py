@@ -1,0 +1,120 @@
+"""The read side of users: accounts as frozen views, read through the read-only connection.
+
+The caller of every read route is authenticated here (`UserQueries.get`): a view that cannot be
+changed, so a read route cannot silently drop a write. The password hash is not among its
+columns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from sqlalchemy import String, Table, bindparam, func, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.core.reads import ReadConnection, ReadQuery, Row, read_query
+from app.features.users.models import Role, User
+from app.shared.text import like_pattern
+
+_USERS: Table = User.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """An account as read: everything but the password hash."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str
+    role: Role
+    is_active: bool
+    is_verified: bool
+    token_version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> UserView:
+        return cls(
+            id=row["id"],
+            email=row["email"],
+            full_name=row["full_name"],
+            role=Role(row["role"]),
+            is_active=row["is_active"],
+            is_verified=row["is_verified"],
+            token_version=row["token_version"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+# The view's fields, looked up in the table's metadata: a column renamed or dropped fails here.
+_COLUMNS = [_USERS.c[field.name] for field in fields(UserView)]
+_BY_ID = read_query(select(*_COLUMNS).where(_USERS.c.id == bindparam("user_id")))
+
+
+def _search_queries(*, role: bool, is_active: bool, q: bool) -> tuple[ReadQuery, ReadQuery]:
+    conditions: list[ColumnElement[bool]] = [true()]
+    if role:
+        conditions.append(_USERS.c.role == bindparam("role"))
+    if is_active:
+        conditions.append(_USERS.c.is_active == bindparam("is_active"))
+    if q:
+        pattern = bindparam("pattern", type_=String())
+        conditions.append(
+            or_(
+                _USERS.c.email.ilike(pattern, escape="\\"),
+                _USERS.c.full_name.ilike(pattern, escape="\\"),
+            )
+        )
+    page = (
+        select(*_COLUMNS)
+        .where(*conditions)
+        .order_by(_USERS.c.created_at.desc(), _USERS.c.id.desc())
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+    )
+    count = select(func.count()).select_from(_USERS).where(*conditions)
+    return read_query(page), read_query(count)
+
+
+# One compiled pair per combination of filters (each gets its own plan).
+_SEARCHES = {
+    (role, is_active, q): _search_queries(role=role, is_active=is_active, q=q)
+    for role in (False, True)
+    for is_active in (False, True)
+    for q in (False, True)
+}
+
+
+class UserQueries:
+    def __init__(self, connection: ReadConnection) -> None:
+        self.connection = connection
+
+    async def get(self, user_id: uuid.UUID) -> UserView | None:
+        row = await self.connection.fetchrow(_BY_ID, user_id=user_id)
+        return None if row is None else UserView.from_row(row)
+
+    async def search(
+        self,
+        *,
+        role: Role | None,
+        is_active: bool | None,
+        q: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[UserView], int]:
+        """A page of accounts, newest first (id breaks ties), and how many match in all."""
+        page, count = _SEARCHES[(role is not None, is_active is not None, bool(q))]
+        values: dict[str, object] = {}
+        if role is not None:
+            values["role"] = role.value
+        if is_active is not None:
+            values["is_active"] = is_active
+        if q:
+            values["pattern"] = like_pattern(q)
+        rows = await self.connection.fetch(page, offset=offset, limit=limit, **values)
+        total = await self.connection.fetchval(count, **values)
+        return [UserView.from_row(row) for row in rows], int(total)
