@@ -221,3 +221,15 @@ def mint_access_token(settings: Settings, user_id: uuid.UUID, role: str = "user"
     return str(
         jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm)
     )
+
+
+def order_cursor(settings: Settings, admin_id: str, created_at: Any, order_id: Any) -> str:
+    """The cursor the API hands an admin after the order (`created_at`, `order_id`) in the list
+    of every order, signed like the app signs it; '' when this tree has no cursor pages."""
+    try:
+        from app.features.orders.cursor import order_list_cursor  # type: ignore[import-not-found]
+    except ImportError:
+        return ""
+    return str(
+        order_list_cursor(settings, caller=admin_id, created_at=created_at, order_id=order_id)
+    )

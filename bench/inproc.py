@@ -110,6 +110,8 @@ async def _main(args: argparse.Namespace, services: Services) -> None:
             rate_limit_enabled=True,
             rate_limit_login="1000000/minute",
             rate_limit_failed_logins="1000000/minute",
+            # Required in production; nothing here touches an image (the client is lazy).
+            storage_url="s3://bench-media?endpoint=http://127.0.0.1:9",
         )
         hasher = appglue.resolve_hasher(settings)
         password_hash = hasher.hash(seed.PASSWORD)

@@ -227,12 +227,13 @@ def render(run: Run) -> str:
     out += _targets_section(run, target_w)
     for workers in run.args.worker_counts:
         out += _results_section(run, workers, target_w)
+    out += _variants_section(run)
     out += _floors_section(run)
     profiled = [o for o in _in_order(run.outcomes) if o.profile_files]
     if profiled:
         out += ["## Profiles", ""]
         for o in profiled:
-            title = f"{o.scenario.title}, {o.workers} worker{'s' if o.workers > 1 else ''}"
+            title = f"{_title(o)}, {o.workers} worker{'s' if o.workers > 1 else ''}"
             out += profile.markdown(title, profile.read(o.profile_files), o.profile_files)
     notes = list(dict.fromkeys(run.notes))
     if notes:
@@ -259,7 +260,9 @@ def render(run: Run) -> str:
 
 def _targets_section(run: Run, target_w: int) -> list[str]:
     out = [f"## Targets ({target_w} workers, {run.args.connections} connections)", ""]
-    rows = _in_order(o for o in run.outcomes if o.workers == target_w)
+    # Judged on the first variant (the baseline: without --variant, the only one).
+    baseline = _variants(run)[0]
+    rows = _in_order(o for o in run.outcomes if o.workers == target_w and o.variant == baseline)
     if not rows:
         return [*out, f"Not measured: no run at {target_w} workers.", ""]
     out += ["| scenario | target | measured | result |", "|---|---|---|---|"]
@@ -292,7 +295,7 @@ def _results_section(run: Run, workers: int, target_w: int) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for outcome in rows:
-        title = outcome.scenario.title
+        title = _title(outcome)
         if outcome.skipped:
             out.append(f"| {title} | - | - | - | - | - | - | not run | - | - | {outcome.skipped} |")
             continue
@@ -345,6 +348,59 @@ def _floors_section(run: Run) -> list[str]:
 def _in_order(outcomes: Iterable[Outcome]) -> list[Outcome]:
     order = {s.name: i for i, s in enumerate(SCENARIOS)}
     return sorted(outcomes, key=lambda o: order.get(o.scenario.name, len(order)))
+
+
+def _variants(run: Run) -> list[str]:
+    return [name for name, _ in getattr(run.args, "variants", None) or [("", {})]]
+
+
+def _title(outcome: Outcome) -> str:
+    suffix = f" [{outcome.variant}]" if outcome.variant else ""
+    return outcome.scenario.title + suffix
+
+
+def _variants_section(run: Run) -> list[str]:
+    """Each scenario under each variant side by side, against the first (the baseline)."""
+    variants = _variants(run)
+    if len(variants) < 2:
+        return []
+    settings = {name: extra for name, extra in run.args.variants}
+    out = [
+        "## Variants",
+        "",
+        "The same scenarios, one API server per variant, one after the other in this run; "
+        f"change is against **{variants[0]}**.",
+        "",
+        *[
+            f"- **{name}**: "
+            + (", ".join(f"`{k}={v}`" for k, v in settings[name].items()) or "no extra setting")
+            for name in variants
+        ],
+        "",
+        "| scenario | workers | variant | req/s | change | p50 ms | p99 ms | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    measured = {
+        (o.scenario.name, o.workers, o.variant): o.result
+        for o in run.outcomes
+        if o.result is not None
+    }
+    for workers in run.args.worker_counts:
+        for scenario in SCENARIOS:
+            base = measured.get((scenario.name, workers, variants[0]))
+            for name in variants:
+                result = measured.get((scenario.name, workers, name))
+                if result is None:
+                    continue
+                change = "-"
+                if base is not None and base.rps and name != variants[0]:
+                    change = f"{(result.rps - base.rps) / base.rps:+.1%}"
+                out.append(
+                    f"| {scenario.title} | {workers} | {name} | {fmt_rps(result.rps)} | "
+                    f"{change} | {fmt_ms(result.p50_ms)} | {fmt_ms(result.p99_ms)} | "
+                    f"{result.errors} |"
+                )
+    return [*out, ""]
 
 
 def _cell(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import fnmatch
 import json
@@ -216,6 +217,7 @@ class Outcome:
     server_errors: int = 0
     companion: wrk.WrkResult | None = None  # the login load beside health_under_login
     profile_files: list[Path] = field(default_factory=list)
+    variant: str = ""  # the name of the --variant the API ran with ("" without variants)
 
 
 @dataclass
@@ -232,6 +234,10 @@ class Run:
     hasher: str = ""
     outcomes: list[Outcome] = field(default_factory=list)
     floors: list[Outcome] = field(default_factory=list)
+    variant: str = ""  # the variant being measured now
+
+    def label(self, workers: int, name: str) -> str:
+        return f"{self.variant + '-' if self.variant else ''}{workers}w-{name}"
 
 
 # --------------------------------------------------------------------------- load
@@ -296,8 +302,8 @@ def _wrk_env(scenario: Scenario, data_file: Path) -> dict[str, str]:
 
 
 def measure(run: Run, server: Server, scenario: Scenario, data_file: Path, workers: int) -> Outcome:
-    outcome = Outcome(scenario, workers)
-    label = f"{workers}w-{scenario.name}"
+    outcome = Outcome(scenario, workers, variant=run.variant)
+    label = run.label(workers, scenario.name)
     print(f"  {label}: warm-up {run.args.warmup}s, run {run.args.duration}s", flush=True)
     if run.args.warmup > 0:
         run_wrk(
@@ -351,8 +357,8 @@ def measure_health_under_login(
     run: Run, server: Server, scenario: Scenario, login: Scenario, data_file: Path, workers: int
 ) -> Outcome:
     """/health at a few connections while 64 connections of logins keep every core busy."""
-    outcome = Outcome(scenario, workers)
-    label = f"{workers}w-{scenario.name}"
+    outcome = Outcome(scenario, workers, variant=run.variant)
+    label = run.label(workers, scenario.name)
     print(f"  {label}: logins for {run.args.duration + 2}s, /health for {run.args.duration}s")
     login_cmd = wrk.command(
         server.base_url,
@@ -432,11 +438,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--token-users", type=int, default=64, help="users logged in for tokens")
     parser.add_argument(
+        "--cursor-depth",
+        type=int,
+        default=50_000,
+        help="rows before the deep order page of order_list_*_deep (50000; a multiple of 20)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="APP_X=VALUE",
         help="extra setting for the API server (repeatable), stated in the results",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="run the API scenarios once more per variant, with these extra settings (APP_* or "
+        "OTEL_*), side by side in the results; e.g. 'otel-10:APP_OTEL_ENABLED=true,"
+        "OTEL_TRACES_SAMPLER=parentbased_traceidratio,OTEL_TRACES_SAMPLER_ARG=0.1'",
+    )
+    parser.add_argument(
+        "--otel-variants",
+        action="store_true",
+        help="shorthand: variants otel-off, otel-100 (every request traced) and otel-10 (10%% "
+        "sampled), spans exported over OTLP/HTTP to a local sink (bench/otlp_sink.py)",
     )
     parser.add_argument("--output", type=Path, help="results file (bench/results/<date>.md)")
     parser.add_argument(
@@ -460,14 +487,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]
     if not args.selected:
         parser.error(f"no scenario matches {args.scenarios!r}")
+    specs = list(args.variant)
+    if args.otel_variants:
+        specs = [*OTEL_VARIANTS, *specs]
+    args.variants = [parse_variant(spec, parser) for spec in specs] or [("", {})]
+    if len({name for name, _ in args.variants}) != len(args.variants):
+        parser.error("variant names must be unique")
     return args
+
+
+OTEL_ON = "APP_OTEL_ENABLED=true,OTEL_TRACES_SAMPLER=parentbased_traceidratio"
+OTEL_VARIANTS = (
+    "otel-off:APP_OTEL_ENABLED=false",
+    f"otel-100:{OTEL_ON},OTEL_TRACES_SAMPLER_ARG=1.0",
+    f"otel-10:{OTEL_ON},OTEL_TRACES_SAMPLER_ARG=0.1",
+)
+_VARIANT_KEYS = ("APP_", "OTEL_")
+
+
+def parse_variant(spec: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str, str]]:
+    """`NAME:KEY=VALUE,KEY=VALUE` -> (NAME, {KEY: VALUE}); keys are APP_* or OTEL_* only."""
+    name, colon, assignments = spec.partition(":")
+    if not colon or not name or not name.replace("-", "").replace("_", "").isalnum():
+        parser.error(f"--variant {spec!r}: expected NAME:KEY=VALUE,...")
+    settings: dict[str, str] = {}
+    for item in filter(None, (a.strip() for a in assignments.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith(_VARIANT_KEYS):
+            parser.error(f"--variant {spec!r}: {item!r} is not APP_*=VALUE or OTEL_*=VALUE")
+        settings[key] = value
+    return name, settings
 
 
 def app_env(
     run: Run, database_url: str, redis_url: str, secret: str, smtp_port: int
 ) -> dict[str, str]:
     """The API server's environment: production settings, nothing inherited from APP_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "PROMETHEUS_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("APP_", "PROMETHEUS_", "OTEL_"))
+    }
     settings = {
         "APP_ENVIRONMENT": "production",
         "APP_DATABASE_URL": database_url,
@@ -482,12 +540,15 @@ def app_env(
         # No worker runs during the bench: queued emails stay queued, nothing is sent anywhere.
         "APP_SMTP_HOST": "127.0.0.1",
         "APP_SMTP_PORT": str(smtp_port),
+        # Required in production; no scenario touches an image, and the S3 client is made on
+        # first use, so nothing listens there and nothing needs to.
+        "APP_STORAGE_URL": f"s3://bench-media?endpoint=http://127.0.0.1:{smtp_port}",
         **appglue.rate_limit_env(),
     }
     for item in run.args.set:
         key, _, value = item.partition("=")
-        if not key.startswith("APP_"):
-            raise SystemExit(f"error: --set {item!r}: expected APP_NAME=VALUE")
+        if not key.startswith(_VARIANT_KEYS):
+            raise SystemExit(f"error: --set {item!r}: expected APP_NAME=VALUE or OTEL_NAME=VALUE")
         settings[key] = value
     env.update(settings)
     return env
@@ -751,40 +812,153 @@ def _execute(run: Run, redis_url: str, database_url: str, free_port: Any) -> Non
             if not selected:
                 continue
             redis.flushdb()  # no cache or rate-limit counters from earlier runs
-            port = free_port()
-            api_env = dict(env)
-            if workers > 1:
-                # What `saas serve` would create itself, but inside the run's directory so
-                # that the per-process metric files are not left behind in /tmp.
-                metrics_dir = run.raw_dir / f"{workers}w-metrics"
-                metrics_dir.mkdir(parents=True, exist_ok=True)
-                api_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-            api = Server(
-                f"saas serve ({workers}w)",
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(workers),
-                ],
-                api_env,
-                cwd,
-                port,
-                run.raw_dir / f"{workers}w-api.log",
-            )
-            api.start()
-            try:
-                _measure_api(run, api, workers, selected, seeded, settings, logins, routes)
-            finally:
-                api.stop()
+            for variant, extra in run.args.variants:
+                run.variant = variant
+                if variant:
+                    print(f"bench: variant {variant} ({workers}w)", flush=True)
+                _run_api(run, env, extra, workers, selected, seeded, settings, logins, routes)
+                redis.flushdb()  # nothing of one variant's run carries into the next
+            run.variant = ""
     finally:
         redis.close()
+
+
+_ADMIN_ENTRIES: dict[Path, dict[str, Any]] = {}
+
+
+def _admin_entry(path: Path) -> dict[str, Any]:
+    return _ADMIN_ENTRIES[path]
+
+
+def _deep_page_setup(
+    run: Run,
+    api: Server,
+    workers: int,
+    seeded: seed.SeedResult,
+    settings: Any,
+    data: dict[str, Any],
+) -> tuple[Path | None, dict[str, str], str]:
+    """An admin's token (the first token user, promoted) and the deep page's placeholders:
+    `{cursor}`, the cursor after row `--cursor-depth` of the admin's list of every order, and
+    `{deep_page}`, the page of 20 that starts there."""
+    import asyncpg
+
+    depth = max(1, run.args.cursor_depth)
+    depth = min(depth, max(1, seeded.orders - 20))
+    admin = seeded.token_users[0]
+
+    async def prepare() -> tuple[str, Any, Any]:
+        conn = await asyncpg.connect(dsn(settings.database_url))
+        try:
+            await conn.execute("UPDATE users SET role = 'admin' WHERE id = $1", _uuid(admin["id"]))
+            row = await conn.fetchrow(
+                "SELECT created_at, id FROM orders ORDER BY created_at DESC, id DESC "
+                "OFFSET $1 LIMIT 1",
+                depth - 1,
+            )
+        finally:
+            await conn.close()
+        tokens, problems = await _login_tokens(api.base_url, [admin], seed.PASSWORD)
+        if not tokens:
+            return "", None, problems
+        return tokens[0]["token"], row, problems
+
+    token, row, problems = asyncio.run(prepare())
+    if not token or row is None:
+        return None, {}, f"no admin token or no row at depth {depth}: {problems}"
+    placeholders = {"deep_page": str(depth // 20 + 1)}
+    cursor = appglue.order_cursor(settings, admin["id"], row["created_at"], row["id"])
+    if cursor:
+        placeholders["cursor"] = cursor
+    entry = {"token": token, "user_id": admin["id"], "orders": []}
+    path = write_lua_data(
+        run.raw_dir / f"{workers}w-admin-data.lua",
+        {"auth": [entry], "products": data["products"], "logins": []},
+    )
+    _ADMIN_ENTRIES[path] = entry
+    run.notes.append(
+        f"{workers}w: deep order pages at depth {depth} of {seeded.orders} orders, as an admin"
+    )
+    return path, placeholders, ""
+
+
+def _run_api(
+    run: Run,
+    env: dict[str, str],
+    extra: dict[str, str],
+    workers: int,
+    selected: list[Scenario],
+    seeded: seed.SeedResult,
+    settings: Any,
+    logins: list[dict[str, str]],
+    routes: set[tuple[str, str]],
+) -> None:
+    """Start `saas serve` with the run's settings and the variant's, measure, stop it."""
+    from app.dev import free_port
+
+    cwd = run.raw_dir / "cwd"
+    port = free_port()
+    api_env = {**env, **extra}
+    sink = _start_otlp_sink(run, api_env, workers, cwd)
+    if workers > 1:
+        # What `saas serve` would create itself, but inside the run's directory so
+        # that the per-process metric files are not left behind in /tmp.
+        metrics_dir = run.raw_dir / run.label(workers, "metrics")
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        api_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    api = Server(
+        f"saas serve ({workers}w)",
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        api_env,
+        cwd,
+        port,
+        run.raw_dir / (run.label(workers, "api") + ".log"),
+    )
+    api.start()
+    try:
+        _measure_api(run, api, workers, selected, seeded, settings, logins, routes)
+    finally:
+        api.stop()
+        if sink is not None:
+            sink.stop()
+
+
+def _start_otlp_sink(run: Run, api_env: dict[str, str], workers: int, cwd: Path) -> Any:
+    """With tracing on and no endpoint given: a local OTLP/HTTP sink to export to."""
+    from app.dev import free_port
+
+    if api_env.get("APP_OTEL_ENABLED", "").lower() not in {"1", "true", "yes", "on"}:
+        return None
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" in api_env:
+        return None
+    port = free_port()
+    api_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    api_env.setdefault("OTEL_SERVICE_NAME", "saas-api-bench")
+    sink = Server(
+        "otlp sink",
+        [sys.executable, str(ROOT / "bench" / "otlp_sink.py"), str(port)],
+        {k: v for k, v in os.environ.items() if not k.startswith("APP_")},
+        cwd,
+        port,
+        run.raw_dir / (run.label(workers, "otlp-sink") + ".log"),
+    )
+    sink.start()
+    run.notes.append(
+        "variants with tracing on export every sampled span over OTLP/HTTP to bench/otlp_sink.py "
+        "on this machine (it answers like a collector and drops the spans)"
+    )
+    return sink
 
 
 def _uuid(text: str) -> Any:
@@ -831,7 +1005,7 @@ def _plan(
         elif ({"tokens", "logins"} & set(scenario.needs)) and not seeded.users:
             reason = "no users table to seed"
         if reason:
-            run.outcomes.append(Outcome(scenario, workers, skipped=reason))
+            run.outcomes.append(Outcome(scenario, workers, skipped=reason, variant=run.variant))
         else:
             runnable.append(scenario)
     return runnable
@@ -883,11 +1057,42 @@ def _measure_api(
                 "answered without an ETag"
             )
     data_file = write_lua_data(run.raw_dir / f"{workers}w-api-data.lua", data)
+    admin_file: Path | None = None
+    deep: dict[str, str] = {}
+    if any("admin" in s.needs for s in selected) and data["auth"]:
+        admin_file, deep, problem = _deep_page_setup(run, api, workers, seeded, settings, data)
+        if problem:
+            run.notes.append(f"{workers}w: deep order pages: {problem}")
     by_name = {s.name: s for s in SCENARIOS}
     for scenario in selected:
+        if "admin" in scenario.needs:
+            if admin_file is None:
+                run.outcomes.append(Outcome(scenario, workers, skipped="no admin token"))
+                continue
+            path = scenario.path
+            for name, value in deep.items():
+                path = path.replace("{" + name + "}", value)
+            if "{" in path:
+                run.outcomes.append(
+                    Outcome(scenario, workers, skipped="no cursor pages on this tree")
+                )
+                continue
+            scenario = dataclasses.replace(scenario, path=path)
+            problem = _probe(api.base_url, scenario, {"auth": [_admin_entry(admin_file)]})
+            api.take_errors(None)
+            outcome = measure(run, api, scenario, admin_file, workers)
+            if problem:
+                outcome.notes.insert(0, problem)
+            run.outcomes.append(outcome)
+            continue
         if "tokens" in scenario.needs and not data["auth"]:
             run.outcomes.append(
-                Outcome(scenario, workers, skipped="no tokens (every login failed)")
+                Outcome(
+                    scenario,
+                    workers,
+                    skipped="no tokens (every login failed)",
+                    variant=run.variant,
+                )
             )
             continue
         problem = _probe(api.base_url, scenario, data)

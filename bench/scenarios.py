@@ -155,6 +155,35 @@ SCENARIOS = [
         needs=("tokens", "orders"),
         targets=(READ_P99,),
     ),
+    # A deep page of every order, as an admin sees the list: the keyset cursor at depth
+    # --cursor-depth (50,000 rows by default) against the same depth by OFFSET (page 2,500 of
+    # 20). The cursor page should cost what the first page does; the offset one reads and drops
+    # every row before it.
+    Scenario(
+        "order_list_cursor_deep",
+        "GET /api/v1/orders?limit=20&cursor= at depth 50,000 (admin)",
+        "GET",
+        "/api/v1/orders",
+        "get.lua",
+        path="/api/v1/orders?limit=20&cursor={cursor}",
+        auth=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("admin", "orders"),
+        targets=(READ_P99,),
+    ),
+    Scenario(
+        "order_list_offset_deep",
+        "GET /api/v1/orders?page=2500&page_size=20 (admin, same depth)",
+        "GET",
+        "/api/v1/orders",
+        "get.lua",
+        path="/api/v1/orders?page={deep_page}&page_size=20",
+        auth=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("admin", "orders"),
+    ),
     Scenario(
         "order_create",
         "POST /api/v1/orders (fresh Idempotency-Key)",

@@ -135,6 +135,9 @@ def make_settings(services: Services, database_url: str, smtp_sink: SmtpSink) ->
             "smtp_port": smtp_sink.port,
             "log_format": "json",
             "db_pool_size": 5,
+            "storage_url": services.storage_url,
+            "storage_access_key": services.storage_access_key or None,
+            "storage_secret_key": services.storage_secret_key or None,
         }
         values.update(overrides)
         return load_settings(**values)

@@ -1,4 +1,4 @@
-"""Where the tests find PostgreSQL and Redis, in the order ARCHITECTURE.md sets.
+"""Where the tests find PostgreSQL, Redis and the object store, in the order ARCHITECTURE.md sets.
 
 1. `APP_TEST_DATABASE_URL` / `APP_TEST_REDIS_URL` (CI here, or your own servers);
 2. testcontainers, when a Docker engine answers;
@@ -31,6 +31,9 @@ class Services:
     redis_url: str
     source: str
     stops: list[Callable[[], None]] = field(default_factory=list)
+    storage_url: str = ""
+    storage_access_key: str = ""
+    storage_secret_key: str = ""
 
 
 def _docker_answers() -> bool:
@@ -71,6 +74,7 @@ def find_services() -> Iterator[Services]:
         if not services.database_url or not services.redis_url:
             services.source = "embedded"
             _start_embedded(services)
+        _find_storage(services)
         yield services
     finally:
         for stop in reversed(services.stops):
@@ -118,3 +122,21 @@ def _start_embedded_servers(services: Services) -> None:
         redis = EmbeddedRedis(root / "redis")
         services.redis_url = redis.start()
         services.stops.append(redis.stop)
+
+
+def _find_storage(services: Services) -> None:
+    """`APP_TEST_STORAGE_URL` (with `APP_TEST_STORAGE_ACCESS_KEY`/`_SECRET_KEY`), else the
+    embedded S3-compatible server of `app.dev` (moto's): an object store over real HTTP."""
+    url = os.environ.get("APP_TEST_STORAGE_URL")
+    if url:
+        services.storage_url = url
+        services.storage_access_key = os.environ.get("APP_TEST_STORAGE_ACCESS_KEY", "")
+        services.storage_secret_key = os.environ.get("APP_TEST_STORAGE_SECRET_KEY", "")
+        return
+    from app.dev import EmbeddedS3
+
+    server = EmbeddedS3(bucket="test-media").start()
+    services.stops.append(server.stop)
+    services.storage_url = server.url
+    services.storage_access_key = server.access_key
+    services.storage_secret_key = server.secret_key

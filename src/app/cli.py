@@ -279,14 +279,21 @@ def dev(
     ),
     reload: Annotated[bool, typer.Option(help="Restart the API when the code changes")] = True,
 ) -> None:
-    """The whole system on this machine: embedded PostgreSQL, Redis, SMTP sink, API and worker.
+    """The whole system on this machine: embedded PostgreSQL, Redis, SMTP sink, S3-compatible
+    object store (in memory), API and worker.
 
     Nothing needs to be installed or configured first. An APP_* variable you set still wins.
     """
-    from app.dev import EmbeddedPostgres, EmbeddedRedis, EmbeddedUnavailableError, SmtpSink
+    from app.dev import (
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        EmbeddedS3,
+        EmbeddedUnavailableError,
+        SmtpSink,
+    )
 
     data_dir = _private_dir(data_dir.resolve())
-    started: list[EmbeddedPostgres | EmbeddedRedis | SmtpSink] = []
+    started: list[EmbeddedPostgres | EmbeddedRedis | SmtpSink | EmbeddedS3] = []
     env = os.environ
     # A value in .env counts as set too: it is the user's choice, not ours to override.
     configured = set(env) | {key for key, value in dotenv_values(".env").items() if value}
@@ -310,6 +317,12 @@ def dev(
             sink = SmtpSink(mail_dir=data_dir / "mail", echo=True).start()
             env["APP_SMTP_HOST"], env["APP_SMTP_PORT"] = sink.host, str(sink.port)
             started.append(sink)
+        if "APP_STORAGE_URL" not in configured:
+            store = EmbeddedS3().start()
+            env["APP_STORAGE_URL"] = store.url
+            env["APP_STORAGE_ACCESS_KEY"] = store.access_key
+            env["APP_STORAGE_SECRET_KEY"] = store.secret_key
+            started.append(store)
         # pgserver, run as root, opens the data directory to others (g+rx,o+rx) so that its own
         # system user can reach the database files: close it again, leaving root's case
         # traversable only (0711: no listing; the secrets in it are 0600 anyway).

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,6 +65,42 @@ def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     except (OSError, ValueError, ZeroDivisionError):
         return count
     return min(count, max(1, limit))
+
+
+DEFAULT_STORAGE_REGION = "us-east-1"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLocation:
+    """Where the bucket is: parsed from `APP_STORAGE_URL`."""
+
+    bucket: str
+    endpoint: str | None
+    region: str
+
+    @classmethod
+    def parse(cls, url: str) -> StorageLocation:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError("must look like s3://bucket?endpoint=https://...&region=...")
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"endpoint", "region"}
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))}")
+        endpoint = query.get("endpoint", [None])[-1]
+        if endpoint is not None:
+            scheme = urlsplit(endpoint).scheme
+            if scheme not in ("http", "https"):
+                raise ValueError("endpoint must be an http(s) URL")
+            endpoint = endpoint.rstrip("/")
+        region = query.get("region", [DEFAULT_STORAGE_REGION])[-1] or DEFAULT_STORAGE_REGION
+        return cls(bucket=parts.netloc, endpoint=endpoint, region=region)
+
+    def default_media_base_url(self) -> str:
+        """Path style on a given endpoint, else the bucket's own AWS host (API.md)."""
+        if self.endpoint:
+            return f"{self.endpoint}/{self.bucket}"
+        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com"
 
 
 class SettingsError(Exception):
@@ -165,6 +203,15 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    # Object storage for product images (S3-compatible): s3://bucket?endpoint=...&region=...
+    storage_url: str | None = None
+    storage_access_key: str | None = None
+    storage_secret_key: SecretStr | None = None
+    storage_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Public base of image URLs; by default the bucket itself (see core/storage.py).
+    media_base_url: str | None = None
+    image_max_tries: int = Field(default=5, ge=1, le=25)
+
     # Presentation and business
     docs_enabled: bool | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -211,6 +258,13 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _parse_storage_url(cls, value: str | None) -> str | None:
+        if value:
+            StorageLocation.parse(value)
+        return value or None
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment != "production":
@@ -230,6 +284,13 @@ class Settings(BaseSettings):
             raise ValueError("APP_CORS_ORIGINS must not contain '*' in production")
         return self
 
+    @model_validator(mode="after")
+    def _require_storage(self) -> Settings:
+        # `saas dev` starts an embedded store; everywhere else the operator names one.
+        if self.environment != "development" and not self.storage_url:
+            raise ValueError("APP_STORAGE_URL is required outside development")
+        return self
+
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
@@ -243,6 +304,15 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format == "json"
         return self.environment != "development"
+
+    @property
+    def public_media_base_url(self) -> str:
+        """`APP_MEDIA_BASE_URL`, or by default the bucket itself (API.md, Configuration)."""
+        if self.media_base_url:
+            return self.media_base_url.rstrip("/")
+        if self.storage_url:
+            return StorageLocation.parse(self.storage_url).default_media_base_url()
+        return ""
 
     @property
     def allowed_origins(self) -> list[str]:

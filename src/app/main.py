@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
-from app.config import Settings, SettingsError, get_settings
+from app.config import Settings, SettingsError, available_cpus, get_settings
+from app.core import tracing
 from app.core.cache import Cache
 from app.core.database import (
     create_engine,
@@ -31,11 +33,15 @@ from app.core.ratelimit import RateLimiter
 from app.core.redis import create_redis
 from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
+from app.core.sentry import setup_sentry
+from app.core.storage import open_object_store
 from app.features.auth.router import router as auth_router
 from app.features.health.router import router as health_router
 from app.features.orders.router import router as orders_router
+from app.features.products.router import IMAGE_UPLOAD_ROUTE, images_router
 from app.features.products.router import router as products_router
 from app.features.users.router import router as users_router
+from app.shared.cursor import Cursors
 
 log = get_logger(__name__)
 
@@ -63,6 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.passwords = passwords
     app.state.tokens = Tokens(settings)
     app.state.rate_limiter = RateLimiter(settings, redis)
+    storage = open_object_store(settings)
+    app.state.object_store = await storage.__aenter__()
+    # Image decoding holds a core and up to a few hundred MB: a few at a time per process.
+    app.state.image_limiter = anyio.CapacityLimiter(max(1, min(4, available_cpus())))
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     # What is loaded by now (the framework, the models, the app) lives as long as the process:
     # keep the cyclic garbage collector from walking it again and again. A full collection over
@@ -73,13 +83,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         gc.unfreeze()
         passwords.close()
+        await storage.__aexit__(None, None, None)
         await redis.aclose()
         await engine.dispose()
         log.info("app.stopped")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    configure_logging(settings.log_level, json=settings.json_logs)
+    if settings.otel_enabled:
+        # Before the engine and Redis clients exist (the lifespan makes them): they are traced.
+        tracing.setup_tracing("saas-api")
+    configure_logging(settings.log_level, json=settings.json_logs, trace_ids=settings.otel_enabled)
+    setup_sentry(settings, component="api")
     docs = settings.show_docs
     app = FastAPI(
         title="saas-backend",
@@ -99,8 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.cursors = Cursors(settings.jwt_secret.get_secret_value())
     register_error_handlers(app)
-    install_middleware(app, settings)
+    install_middleware(app, settings, body_limit_exempt=[IMAGE_UPLOAD_ROUTE])
     install_openapi(app)
     if docs:
         install_docs(app, openapi_url="/openapi.json", swagger_ui_parameters=SWAGGER_UI_PARAMETERS)
@@ -108,9 +124,12 @@ def create_app(settings: Settings) -> FastAPI:
     # first. Auth comes last: a login costs an argon2 verify, thousands of times the matching.
     app.include_router(health_router)
     app.include_router(products_router, prefix=API_PREFIX)
+    app.include_router(images_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
     app.include_router(auth_router, prefix=API_PREFIX)
+    if settings.otel_enabled:
+        tracing.instrument_app(app)
     return app
 
 

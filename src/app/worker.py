@@ -32,7 +32,7 @@ from arq.worker import Function, Retry, Worker, func
 from redis.exceptions import RedisError
 
 from app.config import Settings, get_settings
-from app.core import metrics, outbox
+from app.core import metrics, outbox, tracing
 from app.core.database import create_engine, create_session_factory
 from app.core.email import SEND_EMAIL_JOB, email_max_tries, prune_deliveries, send_email
 from app.core.idempotency import purge_idempotency_keys
@@ -40,6 +40,14 @@ from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outb
 from app.core.logging import configure_logging, get_logger
 from app.core.outages import describe, is_outage
 from app.core.redis import arq_redis_settings, create_redis
+from app.core.sentry import setup_sentry
+from app.core.storage import open_object_store
+from app.features.products.image_service import DELETE_OBJECTS_JOB, MAKE_VARIANTS_JOB
+from app.features.products.tasks import (
+    DELETE_MAX_TRIES,
+    delete_image_objects,
+    make_image_variants,
+)
 
 log = get_logger(__name__)
 
@@ -150,6 +158,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     install_dispatcher(factory, redis)
     ctx["engine"] = engine
     ctx["session_factory"] = factory
+    storage = open_object_store(settings)
+    ctx["object_store"] = await storage.__aenter__()
+    ctx["object_store_context"] = storage
     log.info("worker.started", environment=settings.environment)
     # Leftovers from a Redis outage go out now, not after the first interval (and `--burst` sends
     # them too).
@@ -166,6 +177,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    storage = ctx.pop("object_store_context", None)
+    if storage is not None:
+        await storage.__aexit__(None, None, None)
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
@@ -199,6 +213,16 @@ def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
             survives_outages(outbox_job(send_email)),
             name=SEND_EMAIL_JOB,
             max_tries=email_max_tries(settings),
+        ),
+        func(
+            survives_outages(outbox_job(make_image_variants)),
+            name=MAKE_VARIANTS_JOB,
+            max_tries=settings.image_max_tries,
+        ),
+        func(
+            survives_outages(outbox_job(delete_image_objects)),
+            name=DELETE_OBJECTS_JOB,
+            max_tries=DELETE_MAX_TRIES,
         ),
     ]
 
@@ -305,7 +329,10 @@ def start_metrics_server(settings: Settings) -> Any:
 
 
 def run(settings: Settings, *, burst: bool = False) -> None:
-    configure_logging(settings.log_level, json=settings.json_logs)
+    if settings.otel_enabled:
+        tracing.setup_tracing("saas-worker")
+    configure_logging(settings.log_level, json=settings.json_logs, trace_ids=settings.otel_enabled)
+    setup_sentry(settings, component="worker")
     server = start_metrics_server(settings)
     worker = create_worker(settings, burst=burst)
     try:

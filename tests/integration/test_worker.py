@@ -168,7 +168,12 @@ class TestSchedule:
         registered = {
             getattr(f, "name", getattr(f, "__name__", "")): f for f in options["functions"]
         }
-        assert set(registered) == {"ping", "send_email"}
+        assert set(registered) == {
+            "ping",
+            "send_email",
+            "make_image_variants",
+            "delete_image_objects",
+        }
         assert registered["send_email"].max_tries == email_max_tries(settings)
         assert email_max_tries(settings) > len(retry_schedule(settings)) + 1
         assert options["job_completion_wait"] == 9

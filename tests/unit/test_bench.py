@@ -223,3 +223,64 @@ class TestProfileSummary:
         assert summary.self_by_library == {"asyncpg": 6, "app.core": 4}
         assert summary.inclusive_by_function["run (stdlib:asyncio: runners.py)"] == 10
         assert summary.self_by_function["handle (app.core: middleware.py)"] == 4
+
+
+class TestVariants:
+    """`--variant` and `--otel-variants`: the API measured under several settings in one run."""
+
+    def test_otel_variants_are_off_all_and_a_tenth(self) -> None:
+        from bench.run import parse_args
+
+        args = parse_args(["--otel-variants", "--scenarios", "health"])
+        assert [name for name, _ in args.variants] == ["otel-off", "otel-100", "otel-10"]
+        settings = dict(args.variants)
+        assert settings["otel-off"] == {"APP_OTEL_ENABLED": "false"}
+        assert settings["otel-100"]["OTEL_TRACES_SAMPLER_ARG"] == "1.0"
+        assert settings["otel-10"] == {
+            "APP_OTEL_ENABLED": "true",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+
+    def test_without_variants_there_is_one_unnamed(self) -> None:
+        from bench.run import parse_args
+
+        assert parse_args(["--scenarios", "health"]).variants == [("", {})]
+
+    @pytest.mark.parametrize(
+        "spec",
+        ["no-colon", ":APP_X=1", "x:PATH=/bin", "x:APP_X", "bad name:APP_X=1"],
+    )
+    def test_a_malformed_variant_is_refused(self, spec: str) -> None:
+        from bench.run import parse_args
+
+        with pytest.raises(SystemExit):
+            parse_args(["--variant", spec, "--scenarios", "health"])
+
+    def test_two_variants_of_one_name_are_refused(self) -> None:
+        from bench.run import parse_args
+
+        with pytest.raises(SystemExit):
+            parse_args(["--variant", "a:APP_X=1", "--variant", "a:APP_X=2"])
+
+    def test_the_report_compares_each_variant_with_the_first(self, tmp_path: Path) -> None:
+        from bench.run import Outcome, Run, parse_args
+        from bench.scenarios import SCENARIOS
+
+        args = parse_args(["--otel-variants", "--scenarios", "health", "--workers", "1"])
+        run = Run(args=args, started=datetime.now(UTC), raw_dir=tmp_path)
+        health = next(s for s in SCENARIOS if s.name == "health")
+        for name, rps in (("otel-off", 1000.0), ("otel-100", 900.0), ("otel-10", 990.0)):
+            result = wrk.parse_output(
+                BENCH_JSON.replace('"requests":3641', f'"requests":{int(rps * 3.099174)}')
+            )
+            run.outcomes.append(Outcome(health, 1, result=result, variant=name))
+        text = report.render(run)
+        section = text.split("## Variants", 1)[1].split("\n## ", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| GET /health |")]
+        assert [row.split(" | ")[2] for row in rows] == ["otel-off", "otel-100", "otel-10"]
+        assert [row.split(" | ")[4] for row in rows] == ["-", "-10.0%", "-1.0%"]
+        assert "`OTEL_TRACES_SAMPLER_ARG=0.1`" in section
+        # The targets are judged on the baseline only: one row set, not three.
+        targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+        assert "[otel-100]" not in targets

@@ -12,6 +12,7 @@ BASE = {
     "database_url": "postgresql+asyncpg://u@localhost/db",
     "redis_url": "redis://localhost:6379/0",
     "jwt_secret": STRONG_SECRET,
+    "storage_url": "s3://media?endpoint=http://localhost:9000",
 }
 
 
@@ -82,6 +83,46 @@ class TestProductionSafety:
         assert load_settings(**{**BASE, "environment": "production"}).json_logs is True
         assert load_settings(**BASE).json_logs is False
         assert load_settings(**{**BASE, "log_format": "json"}).json_logs is True
+
+
+class TestStorageSettings:
+    def test_storage_url_is_required_outside_development(self) -> None:
+        values = {key: value for key, value in BASE.items() if key != "storage_url"}
+        assert load_settings(**values).storage_url is None  # development
+        with pytest.raises(SettingsError, match="APP_STORAGE_URL is required"):
+            load_settings(**{**values, "environment": "staging"})
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://bucket",
+            "s3://",
+            "s3://bucket/some/path",
+            "s3://bucket?endpoint=ftp://x",
+            "s3://bucket?endpont=http://typo",
+        ],
+    )
+    def test_malformed_storage_url_is_refused(self, url: str) -> None:
+        with pytest.raises(SettingsError, match="APP_STORAGE_URL"):
+            load_settings(**{**BASE, "storage_url": url})
+
+    def test_media_base_url_defaults_to_the_bucket_path_on_an_endpoint(self) -> None:
+        settings = load_settings(
+            **{**BASE, "storage_url": "s3://media?endpoint=http://minio:9000/&region=eu-west-1"}
+        )
+        assert settings.public_media_base_url == "http://minio:9000/media"
+
+    def test_media_base_url_defaults_to_the_aws_bucket_host(self) -> None:
+        settings = load_settings(**{**BASE, "storage_url": "s3://shop-media?region=eu-west-1"})
+        assert settings.public_media_base_url == "https://shop-media.s3.eu-west-1.amazonaws.com"
+        assert (
+            load_settings(**{**BASE, "storage_url": "s3://m"}).public_media_base_url
+            == "https://m.s3.us-east-1.amazonaws.com"
+        )
+
+    def test_media_base_url_setting_wins(self) -> None:
+        settings = load_settings(**{**BASE, "media_base_url": "https://cdn.example.com/"})
+        assert settings.public_media_base_url == "https://cdn.example.com"
 
 
 class TestDevEnv:

@@ -20,12 +20,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Field, SQLModel
 
@@ -114,7 +110,9 @@ class MeteredPool(AsyncAdaptedQueuePool):
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """The async engine, with its pool and timeouts taken from settings."""
-    engine = create_async_engine(
+    # Looked up at call time: with tracing on, OpenTelemetry's SQLAlchemy instrumentation
+    # wraps `create_async_engine` and traces every engine created afterwards.
+    engine = sa_asyncio.create_async_engine(
         settings.database_url,
         poolclass=MeteredPool,
         echo=settings.db_echo,

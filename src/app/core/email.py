@@ -58,7 +58,7 @@ from sqlmodel import col
 from structlog.contextvars import bound_contextvars
 
 from app.config import Settings
-from app.core import metrics, outbox
+from app.core import metrics, outbox, tracing
 from app.core.database import session_scope, utcnow
 from app.core.email_deliveries import DeliveryStatus, EmailDelivery
 from app.core.logging import get_logger
@@ -206,15 +206,24 @@ async def queue_email(
 async def send_message(settings: Settings, message: EmailMessage) -> None:
     """Send over SMTP with the `APP_SMTP_*` settings (STARTTLS and login when configured)."""
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-    await aiosmtplib.send(
-        message,
-        hostname=settings.smtp_host,
-        port=settings.smtp_port,
-        username=settings.smtp_username,
-        password=password if settings.smtp_username else None,
-        start_tls=settings.smtp_starttls,
-        timeout=settings.smtp_timeout_seconds,
-    )
+    # The whole conversation (connect, STARTTLS, login, MAIL/RCPT/DATA) as one span.
+    with tracing.span(
+        "smtp send",
+        **{
+            "server.address": settings.smtp_host,
+            "server.port": settings.smtp_port,
+            "smtp.starttls": settings.smtp_starttls,
+        },
+    ):
+        await aiosmtplib.send(
+            message,
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=password if settings.smtp_username else None,
+            start_tls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout_seconds,
+        )
 
 
 def is_transient(exc: BaseException) -> bool:

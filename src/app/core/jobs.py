@@ -28,7 +28,7 @@ from arq.typing import WorkerCoroutine
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core import outbox
+from app.core import outbox, tracing
 from app.core.database import session_scope
 from app.core.logging import get_logger
 
@@ -55,7 +55,11 @@ class JobDispatcher:
     async def hand_off(self, outbox_id: uuid.UUID, job_name: str) -> None:
         """The fast path: queue one committed row now; on a Redis failure leave it to the relay."""
         try:
-            await _enqueue_arq(self.redis, outbox_id, job_name)
+            with tracing.span(
+                "outbox hand-off",
+                **{"messaging.system": "arq", "outbox.id": str(outbox_id), "job.name": job_name},
+            ):
+                await _enqueue_arq(self.redis, outbox_id, job_name)
         except _REDIS_DOWN as exc:
             log.warning(
                 "outbox.handoff_deferred",
@@ -107,11 +111,17 @@ def outbox_job(function: JobFunction) -> WorkerCoroutine:
         except ValueError:
             log.error("outbox.job_without_row", job_id=job_id, reason="not an outbox id")
             return None
-        payload = await outbox.load(ctx["session_factory"], outbox_id)
-        if payload is None:
+        loaded = await outbox.load_with_context(ctx["session_factory"], outbox_id)
+        if loaded is None:
             log.warning("outbox.job_without_row", job_id=job_id, outbox_id=job_id)
             return None
-        return await function(ctx, **payload)
+        # The job continues the trace of the request that wrote the row (tracing on only).
+        with tracing.job_span(
+            f"job {function.__name__}",
+            loaded.trace_context,
+            **{"messaging.system": "arq", "job.id": job_id, "job.try": int(ctx.get("job_try", 1))},
+        ):
+            return await function(ctx, **loaded.payload)
 
     return run
 

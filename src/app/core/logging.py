@@ -56,6 +56,19 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         return str(self._renderer(getattr(record, "_logger", None), name, event))
 
 
+class _WithTraceIds:
+    """A renderer that first adds the current span's `trace_id` and `span_id` (tracing on)."""
+
+    def __init__(self, renderer: Processor) -> None:
+        from app.core.tracing import add_trace_ids
+
+        self._add = add_trace_ids
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: EventDict) -> Any:
+        return self._renderer(logger, name, self._add(logger, name, event_dict))
+
+
 def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """uvicorn adds an ANSI-coloured copy of its message as `color_message`; it is noise."""
     event_dict.pop("color_message", None)
@@ -70,8 +83,12 @@ def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
         return structlog.dev.plain_traceback
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Configure structlog and the standard library logging; safe to call more than once."""
+def configure_logging(level: str = "INFO", *, json: bool = True, trace_ids: bool = False) -> None:
+    """Configure structlog and the standard library logging; safe to call more than once.
+
+    `trace_ids` (tracing on): every line written inside a span gets its `trace_id` and
+    `span_id`; off, the processor is not even in the chain.
+    """
     # What the records would carry that no line prints (see the logging HOWTO, "Optimization"):
     # the caller's frame, the thread, the process. Each costs a lookup or a system call per line.
     logging._srcfile = None
@@ -99,6 +116,10 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         # structlog's default console formatter is rich's, with `show_locals=True`: a traceback
         # would print the frames' local variables, a login's password among them. Never.
         renderer = structlog.dev.ConsoleRenderer(exception_formatter=_console_tracebacks())
+    if trace_ids:
+        # At the renderer, which every line passes when it is written: loggers that structlog
+        # cached before this call (their processor chain is fixed) get the ids too.
+        renderer = _WithTraceIds(renderer)
 
     structlog.configure(
         processors=[

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import fastapi.routing
 import structlog
@@ -243,13 +245,19 @@ class GuardMiddleware:
     and counted like any other response.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt: Sequence[BodyLimitExemption] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = tuple(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.exempt and self._is_exempt(scope):
+            await self._guarded(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -257,7 +265,6 @@ class GuardMiddleware:
             return
 
         received = 0
-        response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -268,6 +275,18 @@ class GuardMiddleware:
                     raise BodyTooLarge
             return message
 
+        await self._guarded(scope, limited_receive, send)
+
+    def _is_exempt(self, scope: Scope) -> bool:
+        method, path = scope["method"], scope["path"]
+        return any(
+            method == exemption.method and exemption.path.fullmatch(path)
+            for exemption in self.exempt
+        )
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response_started = False
+
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
             if message["type"] == "http.response.start":
@@ -275,7 +294,7 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, receive, tracking_send)
         except Exception as exc:
             if is_outage(exc):
                 # PostgreSQL or Redis is away: a 503 the client can retry, and one line here
@@ -335,10 +354,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+@dataclass(frozen=True, slots=True)
+class BodyLimitExemption:
+    """A route that reads its own body under its own limit (an upload), not APP_MAX_BODY_BYTES."""
+
+    method: str
+    path: re.Pattern[str]
+
+
+def install_middleware(
+    app: FastAPI, settings: Settings, *, body_limit_exempt: Sequence[BodyLimitExemption] = ()
+) -> None:
     """Add the stack; `add_middleware` prepends, so the last added is the outermost."""
     docs_paths = DOCS_PAGES if settings.show_docs else frozenset()
-    app.add_middleware(GuardMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(GuardMiddleware, max_bytes=settings.max_body_bytes, exempt=body_limit_exempt)
     app.add_middleware(CompressionMiddleware, minimum_size=GZIP_MINIMUM_SIZE)
     app.add_middleware(
         CORSMiddleware,

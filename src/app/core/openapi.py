@@ -2,7 +2,8 @@
 
 FastAPI files every declared response under `application/json`; Problem responses are sent
 as `application/problem+json`, so their content is moved there. Only the tags that operations
-use are listed (with their descriptions, `TAGS`), in the order given there.
+use are listed (with their descriptions, `TAGS`), in the order given there. A list answering a
+page or a cursor page says `oneOf` (FastAPI writes `anyOf`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ def _move_errors_to_problem_json(schema: dict[str, Any]) -> None:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
 
 
+def _unions_of_components_are_one_of(schema: dict[str, Any]) -> None:
+    """A success answered as one of several named components (a page or a cursor page) is
+    `oneOf` them: exactly one matches, which generated clients turn into a tagged union."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                if not status.startswith("2"):
+                    continue
+                body = response.get("content", {}).get("application/json", {}).get("schema", {})
+                choices = body.get("anyOf")
+                if choices and all(set(choice) == {"$ref"} for choice in choices):
+                    body["oneOf"] = body.pop("anyOf")
+                    body.pop("title", None)
+
+
 TAGS: list[dict[str, str]] = [
     {
         "name": "auth",
@@ -46,6 +64,12 @@ TAGS: list[dict[str, str]] = [
         "name": "products",
         "description": "The catalog: public reads (cached, with ETags) and the admins' "
         "writes. Prices are integer minor units of the deployment's currency.",
+    },
+    {
+        "name": "product-images",
+        "description": "Up to 10 images per product in an S3-compatible object store: "
+        "uploads judged by their bytes and stripped of metadata, WebP variants made by the "
+        "worker, absolute URLs that answer a plain GET.",
     },
     {
         "name": "orders",
@@ -97,6 +121,7 @@ def install_openapi(app: FastAPI) -> None:
                 tags=app.openapi_tags,
             )
             _move_errors_to_problem_json(schema)
+            _unions_of_components_are_one_of(schema)
             schema["tags"] = _used_tags(schema, list(app.openapi_tags or TAGS))
             app.openapi_schema = schema
         return app.openapi_schema

@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, col
 
+from app.core import tracing
 from app.core.database import UUIDModel, after_commit, session_scope, utcnow, uuid7
 from app.core.logging import get_logger
 
@@ -66,6 +67,11 @@ class OutboxMessage(UUIDModel, table=True):
         sa_column_kwargs={"server_default": func.now(), "nullable": False},
     )
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # The W3C trace context (`traceparent`) of the transaction that wrote the row, when tracing
+    # is on: the worker continues that trace, so a job is a child of the request that asked.
+    trace_context: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSONB, nullable=True)
+    )
 
 
 class Dispatcher(Protocol):
@@ -80,7 +86,10 @@ DISPATCHER_KEY = "outbox.dispatcher"
 # or compilation on the response path).
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_OUTBOX).values(
-    id=bindparam("id"), job_name=bindparam("job_name"), payload=bindparam("payload")
+    id=bindparam("id"),
+    job_name=bindparam("job_name"),
+    payload=bindparam("payload"),
+    trace_context=bindparam("trace_context"),
 )
 _COMPLETE = (
     update(_OUTBOX)
@@ -110,7 +119,16 @@ async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any])
     """
     data = _normalised(payload)
     outbox_id = uuid7()
-    await session.execute(_INSERT, {"id": outbox_id, "job_name": job_name, "payload": data})
+    await session.execute(
+        _INSERT,
+        {
+            "id": outbox_id,
+            "job_name": job_name,
+            "payload": data,
+            # The request's W3C trace context (tracing on; None and free when off).
+            "trace_context": tracing.current_context(),
+        },
+    )
     dispatcher: Dispatcher | None = session.info.get(DISPATCHER_KEY)
     if dispatcher is not None:
 
@@ -133,6 +151,26 @@ async def load(
             )
         ).scalar_one_or_none()
     return payload
+
+
+class Loaded(NamedTuple):
+    payload: dict[str, Any]
+    trace_context: dict[str, str] | None
+
+
+async def load_with_context(
+    factory: async_sessionmaker[AsyncSession], outbox_id: uuid.UUID
+) -> Loaded | None:
+    """`load`, with the trace context the row was written in (the worker continues that trace)."""
+    async with session_scope(factory) as session:
+        row = (
+            await session.execute(
+                select(col(OutboxMessage.payload), col(OutboxMessage.trace_context)).where(
+                    col(OutboxMessage.id) == outbox_id
+                )
+            )
+        ).one_or_none()
+    return None if row is None else Loaded(row[0], row[1])
 
 
 async def complete(engine: AsyncEngine, outbox_id: uuid.UUID) -> None:

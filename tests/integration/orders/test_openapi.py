@@ -135,6 +135,10 @@ def test_token_routes_use_the_oauth2_scheme_and_public_reads_do_not_require_it(
         security = document["paths"][path]["get"]["security"]
         assert sorted(security, key=len) == [{}, {"OAuth2PasswordBearer": []}]
     list_products = document["paths"]["/api/v1/products"]["get"]
+    # A page or a cursor page (API.md, Cursor pages).
     assert list_products["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/ProductPage"
+        "oneOf": [
+            {"$ref": "#/components/schemas/ProductPage"},
+            {"$ref": "#/components/schemas/ProductCursorPage"},
+        ]
     }

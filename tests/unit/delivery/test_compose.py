@@ -15,7 +15,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from app.config import Settings, SettingsError, load_settings
+from app.config import Settings, SettingsError, StorageLocation, load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 APP_SERVICES = ("migrate", "api", "worker")
@@ -45,6 +45,8 @@ class TestServices:
         assert set(stack) - OBSERVABILITY_SERVICES == {
             "postgres",
             "redis",
+            "minio",
+            "minio-setup",
             "mailpit",
             "migrate",
             "api",
@@ -206,7 +208,7 @@ class TestEnvExample:
         compose_text = (ROOT / "docker-compose.yml").read_text()
         required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", compose_text))
         values = dotenv_values(ROOT / ".env.example")
-        assert required == {"POSTGRES_PASSWORD"}
+        assert required == {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"}
         assert all(values.get(name) for name in required)
 
     def test_its_placeholders_cannot_start_production(
@@ -224,6 +226,7 @@ class TestEnvExample:
                 **values,
                 database_url="postgresql+asyncpg://saas:pw@postgres:5432/saas",
                 redis_url="redis://redis:6379/0",
+                storage_url="s3://media?endpoint=http://minio:9000",
             )
 
     def test_its_settings_are_valid_apart_from_the_placeholder_secret(
@@ -240,6 +243,7 @@ class TestEnvExample:
             **values,
             database_url="postgresql+asyncpg://saas:pw@postgres:5432/saas",
             redis_url="redis://redis:6379/0",
+            storage_url="s3://media?endpoint=http://minio:9000",
         )
         assert settings.is_production
         assert settings.workers == 2
@@ -272,3 +276,41 @@ class TestDockerfile:
         assert "COPY src" not in runtime
         assert 'ENTRYPOINT ["saas"]' in runtime
         assert 'CMD ["serve"]' in runtime
+
+
+class TestObjectStore:
+    def test_minio_keeps_its_data_and_answers_its_health_check(
+        self, compose: dict[str, Any], stack: dict[str, Any]
+    ) -> None:
+        minio = stack["minio"]
+        assert minio["volumes"][0].split(":")[0] in compose["volumes"]
+        assert minio["healthcheck"]["test"][:2] == ["CMD", "mc"]
+        assert minio["environment"]["MINIO_ROOT_PASSWORD"].startswith("${MINIO_ROOT_PASSWORD:?")
+
+    def test_the_bucket_is_made_once_and_publicly_readable(self, stack: dict[str, Any]) -> None:
+        setup = stack["minio-setup"]
+        assert setup["restart"] == "no"
+        assert setup["depends_on"] == {"minio": {"condition": "service_healthy"}}
+        script = " ".join(setup["command"])
+        assert "mc mb --ignore-existing" in script
+        assert "mc anonymous set download" in script
+
+    @pytest.mark.parametrize("name", ["api", "worker"])
+    def test_app_services_wait_for_the_bucket(self, stack: dict[str, Any], name: str) -> None:
+        assert stack[name]["depends_on"]["minio-setup"] == {
+            "condition": "service_completed_successfully"
+        }
+
+    def test_app_services_use_minio_and_the_proxy_serves_its_bucket(
+        self, stack: dict[str, Any]
+    ) -> None:
+        environment = stack["api"]["environment"]
+        location = StorageLocation.parse(
+            environment["APP_STORAGE_URL"].replace("${MINIO_BUCKET:-media}", "media")
+        )
+        assert (location.bucket, location.endpoint) == ("media", "http://minio:9000")
+        conf = (ROOT / "deploy" / "nginx.conf").read_text()
+        assert "location /media/" in conf
+        assert dotenv_values(ROOT / ".env.example")["APP_MEDIA_BASE_URL"] == (
+            "http://localhost:8080/media"
+        )

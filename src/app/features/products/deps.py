@@ -11,6 +11,7 @@ from app.config import Settings
 from app.core.cache import Cache
 from app.core.database import SessionDep
 from app.core.reads import ReadConnectionDep
+from app.features.products.image_service import ImageService
 from app.features.products.queries import ProductQueries
 from app.features.products.service import ProductService
 
@@ -22,7 +23,11 @@ def product_service(request: Request, session: AsyncSession) -> ProductService:
     settings: Settings = state.settings
     cache: Cache = state.cache
     return ProductService(
-        session, cache, currency=settings.currency, cache_ttl=settings.cache_ttl_seconds
+        session,
+        cache,
+        currency=settings.currency,
+        cache_ttl=settings.cache_ttl_seconds,
+        media_base_url=settings.public_media_base_url,
     )
 
 
@@ -37,8 +42,27 @@ async def get_product_queries(request: Request, connection: ReadConnectionDep) -
     state = request.app.state
     settings: Settings = state.settings
     return ProductQueries(
-        connection, state.cache, currency=settings.currency, cache_ttl=settings.cache_ttl_seconds
+        connection,
+        state.cache,
+        currency=settings.currency,
+        cache_ttl=settings.cache_ttl_seconds,
+        media_base_url=settings.public_media_base_url,
     )
 
 
 ProductQueriesDep = Annotated[ProductQueries, Depends(get_product_queries)]
+
+
+def get_image_service(request: Request) -> ImageService:
+    state = request.app.state
+    settings: Settings = state.settings
+    return ImageService(
+        state.session_factory,
+        state.cache,
+        state.object_store,
+        media_base_url=settings.public_media_base_url,
+        limiter=state.image_limiter,
+    )
+
+
+ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, text, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.features.products.errors import SkuTakenError
-from app.features.products.models import Product
+from app.features.products.models import ImageStatus, Product, ProductImage
 
 
 class StockRow(NamedTuple):
@@ -94,3 +94,127 @@ class ProductRepository:
             .execution_options(synchronize_session=False)
         )
         await self.session.execute(statement)
+
+
+# Image writes of one product take this lock first (held to the end of their transaction): the
+# count that enforces the limit and the positions they shift cannot change under them. Orders
+# lock product rows, never this, so uploads and orders do not wait for each other.
+_LOCK_IMAGES = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+class ImageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_product(self, product_id: uuid.UUID) -> None:
+        await self.session.execute(_LOCK_IMAGES, {"key": f"product_images:{product_id}"})
+
+    async def count(self, product_id: uuid.UUID) -> int:
+        statement = (
+            select(func.count())
+            .select_from(ProductImage)
+            .where(col(ProductImage.product_id) == product_id)
+        )
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def get(
+        self, product_id: uuid.UUID, image_id: uuid.UUID, *, for_update: bool = False
+    ) -> ProductImage | None:
+        statement = select(ProductImage).where(
+            col(ProductImage.id) == image_id, col(ProductImage.product_id) == product_id
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def get_by_id(self, image_id: uuid.UUID) -> ProductImage | None:
+        return await self.session.get(ProductImage, image_id)
+
+    async def of_products(
+        self, product_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[ProductImage]]:
+        """The images of these products, each list by position."""
+        found: dict[uuid.UUID, list[ProductImage]] = {pid: [] for pid in product_ids}
+        if not product_ids:
+            return found
+        statement = (
+            select(ProductImage)
+            .where(col(ProductImage.product_id).in_(list(product_ids)))
+            .order_by(col(ProductImage.product_id), col(ProductImage.position))
+        )
+        for image in (await self.session.execute(statement)).scalars():
+            found[image.product_id].append(image)
+        return found
+
+    async def add(self, image: ProductImage) -> ProductImage:
+        self.session.add(image)
+        await self.session.flush()
+        return image
+
+    async def move(self, image: ProductImage, position: int) -> None:
+        """Put `image` at `position`, shifting the images in between by one (the unique
+        position constraint is deferred to the commit)."""
+        old = image.position
+        if position == old:
+            return
+        step = 1 if position < old else -1
+        low, high = min(old, position), max(old, position)
+        statement = (
+            update(ProductImage)
+            .where(
+                col(ProductImage.product_id) == image.product_id,
+                col(ProductImage.position).between(low, high),
+            )
+            .values(
+                position=case(
+                    (col(ProductImage.id) == image.id, position),
+                    else_=col(ProductImage.position) + step,
+                ),
+                updated_at=func.now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+        await self.session.refresh(image)
+
+    async def delete(self, image: ProductImage) -> None:
+        """Delete the row and close the gap it leaves in the positions."""
+        await self.session.delete(image)
+        await self.session.flush()
+        await self.session.execute(
+            update(ProductImage)
+            .where(
+                col(ProductImage.product_id) == image.product_id,
+                col(ProductImage.position) > image.position,
+            )
+            .values(position=col(ProductImage.position) - 1, updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
+
+    async def mark_ready(self, image_id: uuid.UUID, variants: dict[str, Any]) -> uuid.UUID | None:
+        """`processing` -> `ready` with its variants; the product's id, or None when the image
+        is gone or no longer processing."""
+        statement = (
+            update(ProductImage)
+            .where(
+                col(ProductImage.id) == image_id,
+                col(ProductImage.status) == ImageStatus.processing,
+            )
+            .values(status=ImageStatus.ready, variants=variants, updated_at=func.now())
+            .returning(col(ProductImage.product_id))
+        )
+        product_id: uuid.UUID | None = (await self.session.execute(statement)).scalar_one_or_none()
+        return product_id
+
+    async def mark_failed(self, image_id: uuid.UUID) -> uuid.UUID | None:
+        statement = (
+            update(ProductImage)
+            .where(
+                col(ProductImage.id) == image_id,
+                col(ProductImage.status) == ImageStatus.processing,
+            )
+            .values(status=ImageStatus.failed, updated_at=func.now())
+            .returning(col(ProductImage.product_id))
+        )
+        product_id: uuid.UUID | None = (await self.session.execute(statement)).scalar_one_or_none()
+        return product_id

@@ -7,26 +7,45 @@ inactive products); `Vary: Authorization, Accept-Encoding` either way.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response, status
 
+from app.core.database import SessionDep
 from app.core.errors import (
     ForbiddenError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
+    ValidationFailedError,
     error_responses,
 )
 from app.core.http_cache import PRIVATE, conditional_json, public_cache_control
+from app.core.middleware import BodyLimitExemption
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, OptionalViewer, is_admin
-from app.features.products.deps import ProductQueriesDep, ProductServiceDep
-from app.features.products.errors import ProductNotFoundError, SkuTakenError
-from app.features.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.features.products.deps import ImageServiceDep, ProductQueriesDep, ProductServiceDep
+from app.features.products.errors import (
+    ImageNotFoundError,
+    ProductNotFoundError,
+    SkuTakenError,
+    TooManyImagesError,
+)
+from app.features.products.schemas import (
+    ImageOut,
+    ImageUpdate,
+    ProductCreate,
+    ProductCursorPage,
+    ProductOut,
+    ProductPage,
+    ProductUpdate,
+)
+from app.features.products.uploads import read_image_form
 from app.features.users.queries import UserView
-from app.shared.pagination import PageParamsDep
+from app.shared.cursor import CursorParams, ListParamsDep
 
 router = make_router(prefix="/products", tags=["products"])
 
@@ -68,15 +87,19 @@ def _cache_control(request: Request, user: UserView | None) -> str:
 
 @router.get(
     "",
-    response_model=ProductPage,
-    responses={200: {"headers": _VALIDATORS}, **_NOT_MODIFIED},
+    response_model=ProductPage | ProductCursorPage,
+    responses={
+        200: {"headers": _VALIDATORS},
+        **_NOT_MODIFIED,
+        **error_responses(ValidationFailedError),
+    },
     openapi_extra=_TOKEN_OPTIONAL,
 )
 async def list_products(
     request: Request,
     viewer: OptionalViewer,
     queries: ProductQueriesDep,
-    params: PageParamsDep,
+    params: ListParamsDep,
     q: Annotated[
         str | None,
         Query(max_length=200, description="Case-insensitive substring of the name or sku."),
@@ -86,11 +109,23 @@ async def list_products(
     ] = False,
 ) -> Response:
     """List the catalog by name, then id. Active products only, unless an admin asks for
-    `include_inactive=true`."""
-    query = q.strip() if q else None
-    etag, body = await queries.list_json(
-        params, q=query or None, include_inactive=include_inactive and is_admin(viewer)
-    )
+    `include_inactive=true`.
+
+    Two forms: `page`/`page_size` (the default) answers a page with its total; `limit` (and then
+    `cursor`) answers a cursor page, whose deep pages cost what the first does. Mixing them, or a
+    cursor of another list, filter or caller, is 422."""
+    query = (q.strip() if q else None) or None
+    inactive = include_inactive and is_admin(viewer)
+    if isinstance(params, CursorParams):
+        etag, body = await queries.list_cursor_json(
+            params,
+            request.app.state.cursors,
+            caller=str(viewer.id) if viewer is not None else "anonymous",
+            q=query,
+            include_inactive=inactive,
+        )
+    else:
+        etag, body = await queries.list_json(params, q=query, include_inactive=inactive)
     return conditional_json(
         request.scope, etag, body, cache_control=_cache_control(request, viewer)
     )
@@ -150,7 +185,7 @@ async def update_product(
 ) -> ProductOut:
     """Change a product (admin); only the fields sent change. Existing orders keep their
     snapshot of name and price."""
-    return service.to_out(await service.update(product_id, data))
+    return await service.out(await service.update(product_id, data))
 
 
 @router.delete(
@@ -163,4 +198,139 @@ async def delete_product(
 ) -> Response:
     """Deactivate a product (admin): it leaves the public catalog; orders keep their snapshot."""
     await service.deactivate(product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Images ------------------------------------------------------------------------------------
+
+# Their own tag (and operation ids `product-images-*`): a section of their own in the docs.
+images_router = make_router(prefix="/products", tags=["product-images"])
+
+IMAGE_UPLOAD_ROUTE = BodyLimitExemption(
+    method="POST", path=re.compile(r"/api/v1/products/[^/]+/images")
+)
+IMAGE_LOCATION_HEADER: dict[str, Any] = {
+    "Location": {"description": "URL of the created image.", "schema": {"type": "string"}}
+}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JPEG, PNG or WebP, at most 5,242,880 bytes and "
+                            "40 megapixels; the type is judged by the bytes.",
+                        },
+                        "alt_text": {"type": "string", "maxLength": 500},
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+@images_router.post(
+    "/{product_id}/images",
+    operation_id="product-images-upload",
+    response_model=ImageOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        201: {"description": "Created", "headers": IMAGE_LOCATION_HEADER},
+        **error_responses(
+            *_ADMIN_ERRORS,
+            ProductNotFoundError,
+            TooManyImagesError,
+            PayloadTooLargeError,
+            UnsupportedMediaTypeError,
+            ServiceUnavailableError,
+        ),
+    },
+)
+async def upload_image(
+    _admin: AdminUser,
+    product_id: uuid.UUID,
+    service: ImageServiceDep,
+    request: Request,
+    response: Response,
+) -> ImageOut:
+    """Add an image to a product (admin), as `multipart/form-data` with a `file` part and an
+    optional `alt_text`.
+
+    The type is judged by the bytes: JPEG, PNG or WebP, else 415. At most 5,242,880 bytes (413,
+    refused while it streams in) and 40 megapixels (422); pixels that cannot be decoded are 422
+    too. The image is stored without its metadata (EXIF, GPS), upright, and answered with
+    `status: processing`; the worker then makes the `thumb` and `medium` WebP variants and
+    marks it `ready`. At most 10 images per product (409 `TOO_MANY_IMAGES`).
+    """
+    form = await read_image_form(request)
+    image = await service.upload(product_id, form)
+    response.headers["Location"] = str(
+        request.app.url_path_for("get_image", product_id=str(product_id), image_id=str(image.id))
+    )
+    return service.to_out(image)
+
+
+@images_router.get(
+    "/{product_id}/images/{image_id}",
+    operation_id="product-images-get",
+    response_model=ImageOut,
+    responses=error_responses(ImageNotFoundError),
+    openapi_extra=_TOKEN_OPTIONAL,
+)
+async def get_image(
+    viewer: OptionalViewer,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+    session: SessionDep,
+    service: ImageServiceDep,
+) -> ImageOut:
+    """One image of a product (an inactive product's only for admins)."""
+    admin = is_admin(viewer)
+    return service.to_out(await service.get(session, product_id, image_id, admin=admin))
+
+
+@images_router.patch(
+    "/{product_id}/images/{image_id}",
+    operation_id="product-images-update",
+    response_model=ImageOut,
+    responses=error_responses(*_ADMIN_ERRORS, ImageNotFoundError, *_BODY_ERRORS),
+)
+async def update_image(
+    _admin: AdminUser,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+    data: ImageUpdate,
+    session: SessionDep,
+    service: ImageServiceDep,
+) -> ImageOut:
+    """Change an image's `alt_text` (null clears it) or `position` (admin). Moving an image
+    shifts the ones in between; a position outside `0..n-1` is 422."""
+    return service.to_out(await service.update(session, product_id, image_id, data))
+
+
+@images_router.delete(
+    "/{product_id}/images/{image_id}",
+    operation_id="product-images-delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(*_ADMIN_ERRORS, ImageNotFoundError),
+)
+async def delete_image(
+    _admin: AdminUser,
+    product_id: uuid.UUID,
+    image_id: uuid.UUID,
+    session: SessionDep,
+    service: ImageServiceDep,
+) -> Response:
+    """Delete an image (admin): the others close the gap, and its stored files are removed
+    by the worker."""
+    await service.delete(session, product_id, image_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
+from app.shared.cursor import CursorPage
 from app.shared.pagination import Page
 from app.shared.patch import omittable
 
@@ -81,6 +83,58 @@ class ProductUpdate(_Request):
         return value
 
 
+class VariantOut(BaseModel):
+    url: str = Field(description="Absolute URL of the WebP variant; a plain GET answers it.")
+    width: int
+    height: int
+
+
+class ImageVariants(TypedDict, total=False):
+    """The variants made so far: both once the image is `ready`, none before."""
+
+    thumb: VariantOut
+    medium: VariantOut
+
+
+ImageStatusName = Literal["processing", "ready", "failed"]
+
+
+class ImageOut(BaseModel):
+    id: uuid.UUID
+    url: str = Field(
+        description="Absolute URL of the stored original (metadata stripped); a plain GET, "
+        "without auth, answers it with its bytes and Content-Type."
+    )
+    content_type: Literal["image/jpeg", "image/png", "image/webp"]
+    width: int = Field(description="Pixels, after the EXIF orientation is applied.")
+    height: int
+    bytes: int = Field(description="Size of the stored original after stripping.")
+    alt_text: str | None
+    position: int = Field(ge=0, description="0-based and contiguous within the product.")
+    status: ImageStatusName = Field(
+        description="`processing` until the worker made the variants, then `ready`; `failed` "
+        "if it could not after its retries."
+    )
+    variants: ImageVariants = Field(
+        description="`thumb` (at most 256 px on the long side) and `medium` (at most 1024 px), "
+        "WebP."
+    )
+
+
+class ImageUpdate(_Request):
+    """A patch: `alt_text` (null clears it) and/or `position` (0..n-1; the others shift)."""
+
+    alt_text: Annotated[str, Field(max_length=500)] | None = None
+    position: Annotated[int, Field(ge=0), BeforeValidator(_not_a_bool)] | None = omittable()
+
+    @field_validator("position")
+    @classmethod
+    def _position_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
 class ProductOut(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,
@@ -111,9 +165,14 @@ class ProductOut(BaseModel):
     currency: str = Field(description="ISO 4217 code of every price of this deployment.")
     stock: int
     is_active: bool
+    images: list[ImageOut] = Field(description="The product's images, by position.")
     created_at: datetime
     updated_at: datetime
 
 
 class ProductPage(Page[ProductOut]):
     """A page of products, by name then id."""
+
+
+class ProductCursorPage(CursorPage[ProductOut]):
+    """A cursor page of products, by name then id (`?limit=`, then `?cursor=`)."""

@@ -21,9 +21,10 @@ from app.features.products.errors import (
     ProductNotFoundError,
     ProductUnavailableError,
 )
-from app.features.products.models import Product
+from app.features.products.media import image_out
+from app.features.products.models import Product, ProductImage
 from app.features.products.queries import LIST_NAMESPACE, product_namespace
-from app.features.products.repository import ProductRepository, StockRow
+from app.features.products.repository import ImageRepository, ProductRepository, StockRow
 from app.features.products.schemas import ProductCreate, ProductOut, ProductUpdate
 
 log = get_logger(__name__)
@@ -37,15 +38,24 @@ class StockLine:
 
 class ProductService:
     def __init__(
-        self, session: AsyncSession, cache: Cache, *, currency: str, cache_ttl: int = 60
+        self,
+        session: AsyncSession,
+        cache: Cache,
+        *,
+        currency: str,
+        cache_ttl: int = 60,
+        media_base_url: str = "",
     ) -> None:
         self.session = session
         self.repository = ProductRepository(session)
+        self.images = ImageRepository(session)
         self.cache = cache
         self.currency = currency
         self.cache_ttl = cache_ttl
+        self.media_base_url = media_base_url
 
-    def to_out(self, product: Product) -> ProductOut:
+    def to_out(self, product: Product, images: Sequence[ProductImage] = ()) -> ProductOut:
+        """The product on the wire, with its images (by position)."""
         return ProductOut(
             id=product.id,
             sku=product.sku,
@@ -55,6 +65,7 @@ class ProductService:
             currency=self.currency,
             stock=product.stock,
             is_active=product.is_active,
+            images=[image_out(image, self.media_base_url) for image in images],
             created_at=product.created_at,
             updated_at=product.updated_at,
         )
@@ -66,6 +77,11 @@ class ProductService:
             await self.cache.invalidate(namespaces)
 
         after_commit(self.session, invalidate)
+
+    async def out(self, product: Product) -> ProductOut:
+        """ProductOut of a product just written, with its images as they are now."""
+        images = (await self.images.of_products([product.id]))[product.id]
+        return self.to_out(product, images)
 
     async def get(self, product_id: uuid.UUID) -> Product:
         product = await self.repository.get(product_id)

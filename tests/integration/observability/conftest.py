@@ -1,0 +1,3 @@
+from tests.integration.catalog import login, make_product
+
+__all__ = ["login", "make_product"]
