@@ -169,7 +169,7 @@ SCENARIOS = [
         auth=True,
         floor="floor_jwt_pg",
         read=True,
-        needs=("admin", "orders"),
+        needs=("tokens", "admin", "orders"),
         targets=(READ_P99,),
     ),
     Scenario(
@@ -182,7 +182,7 @@ SCENARIOS = [
         auth=True,
         floor="floor_jwt_pg",
         read=True,
-        needs=("admin", "orders"),
+        needs=("tokens", "admin", "orders"),
     ),
     Scenario(
         "order_create",

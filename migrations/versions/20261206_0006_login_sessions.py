@@ -6,7 +6,7 @@ becomes a foreign key to it. Downgrading drops the table: the tokens keep their 
 `revoked_at`, which the older code reads.
 
 Revision ID: 0006
-Revises: 0010
+Revises: 0008
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0010"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -161,6 +161,16 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # A worker still importing the app on a busy host misses uvicorn's 5 s health check
+        # and is killed and restarted forever; a hung worker is still replaced, later.
+        timeout_worker_healthcheck=30,
+        # Event streams: ping frames as the heartbeat (API.md: at least every 25 s), small
+        # client messages only (the auth message), no per-message compression (it costs each
+        # idle connection hundreds of KB of zlib state).
+        ws_ping_interval=settings.events_heartbeat_seconds,
+        ws_ping_timeout=settings.events_heartbeat_seconds,
+        ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,
     )
 
 
@@ -347,6 +357,10 @@ def dev(
                 **proxy_options(settings),
                 log_config=None,
                 access_log=False,
+                ws_ping_interval=settings.events_heartbeat_seconds,
+                ws_ping_timeout=settings.events_heartbeat_seconds,
+                ws_max_size=64 * 1024,
+                ws_per_message_deflate=False,
             )
         finally:
             worker_process.terminate()

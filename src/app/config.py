@@ -203,6 +203,21 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    # Real-time events (features/events): the Redis Streams they are kept in, the connections
+    # that carry them. Each stream keeps at least `events_retention_seconds` of history, cut
+    # further only by the per-stream cap `events_stream_max_length` (an operator's choice).
+    events_retention_seconds: int = Field(default=3600, ge=3600)
+    events_stream_max_length: int = Field(default=100_000, ge=1000)
+    # WebSocket ping frames and SSE comment lines at least this often (API.md: <= 25 s).
+    events_heartbeat_seconds: float = Field(default=20.0, gt=0, le=25)
+    # Live events queued behind one connection before it is dropped as too slow (1008).
+    events_queue_limit: int = Field(default=1000, ge=1)
+    # How often each process re-checks its connections' sessions, tokens and memberships
+    # (a revoked session or a member who left stops receiving within this + 1 s).
+    events_recheck_seconds: float = Field(default=2.0, gt=0, le=4)
+    events_auth_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # The relay of events whose after-commit publication did not happen (crash, Redis blip).
+    events_relay_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     # Object storage for product images (S3-compatible): s3://bucket?endpoint=...&region=...
     storage_url: str | None = None
     storage_access_key: str | None = None

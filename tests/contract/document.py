@@ -66,6 +66,11 @@ CONFIG = schemathesis.Config.from_dict(
                 "include-method": "GET",
                 "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}},
             },
+            {
+                "include-path": "/api/v1/orders",
+                "include-method": "GET",
+                "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}},
+            },
         ],
     }
 )

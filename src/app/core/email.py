@@ -38,7 +38,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 from arq.worker import Retry
 from jinja2 import (
     Environment,
@@ -205,6 +204,8 @@ async def queue_email(
 
 async def send_message(settings: Settings, message: EmailMessage) -> None:
     """Send over SMTP with the `APP_SMTP_*` settings (STARTTLS and login when configured)."""
+    import aiosmtplib  # the worker's, not the API's: kept out of the API workers' memory
+
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     # The whole conversation (connect, STARTTLS, login, MAIL/RCPT/DATA) as one span.
     with tracing.span(
@@ -228,6 +229,8 @@ async def send_message(settings: Settings, message: EmailMessage) -> None:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether an SMTP failure may pass on its own: a 4xx reply, a dropped or refused connection."""
+    import aiosmtplib
+
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return any(400 <= refused.code < 500 for refused in exc.recipients)
     if isinstance(exc, aiosmtplib.SMTPResponseException):

@@ -27,6 +27,7 @@ from fastapi import Depends, Request
 from jose import JWTError, jwt
 
 from app.config import Settings
+from app.core import memory
 
 TokenType = Literal["access", "refresh"]
 _T = TypeVar("_T")
@@ -48,6 +49,9 @@ def _lower_thread_priority() -> None:
     """
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
+TRIM_AFTER_IDLE_SECONDS = 5.0
 
 
 class Passwords:
@@ -73,13 +77,23 @@ class Passwords:
             initializer=_lower_thread_priority,
         )
         self._dummy_hash: str | None = None
+        # Each hash takes argon2_memory_kib: from one malloc arena, given back to the system a
+        # few seconds after the last hash (app.core.memory), not kept per thread for good.
+        memory.limit_arenas()
+        self._idle_trim = memory.IdleTrim(self._executor.submit, delay=TRIM_AFTER_IDLE_SECONDS)
 
     def close(self) -> None:
+        self._idle_trim.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _in_pool(self, function: Callable[..., _T], *args: Any) -> _T:
-        async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        self._idle_trim.busy()
+        try:
+            async with self._slots:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, function, *args)
+        finally:
+            self._idle_trim.done()
 
     def hash_sync(self, password: str) -> str:
         return self._hasher.hash(password)

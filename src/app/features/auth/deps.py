@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.database import SessionDep, session_factory_from
 from app.core.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
 from app.core.ratelimit import get_rate_limiter
-from app.core.reads import ReadConnectionDep
+from app.core.reads import ReadConnection, ReadConnectionDep
 from app.core.redis import RedisDep
 from app.core.security import InvalidTokenError, PasswordsDep, TokenClaims, Tokens, TokensDep
 from app.features.auth.service import AuthService
@@ -62,11 +62,14 @@ class Authenticated:
 
 async def _claims(request: Request, token: str | None) -> TokenClaims:
     """The claims of a valid access token whose session has not ended."""
-    if not token:
-        raise UnauthorizedError("Missing bearer token")
     # Tokens and Redis straight from the app's state, not as dependencies of their own: this
     # runs on every authenticated request, and each FastAPI dependency costs about 10 us.
-    state = request.app.state
+    return await _claims_of(request.app.state, token)
+
+
+async def _claims_of(state: Any, token: str | None) -> TokenClaims:
+    if not token:
+        raise UnauthorizedError("Missing bearer token")
     tokens: Tokens = state.tokens
     redis: ArqRedis = state.redis
     try:
@@ -118,6 +121,19 @@ async def get_viewer(
     _check_account(viewer, claims)
     assert viewer is not None
     return viewer
+
+
+async def authenticate_viewer(
+    state: Any, token: str | None, connection: ReadConnection
+) -> tuple[UserView, TokenClaims]:
+    """The viewer behind an access token and its claims, for a connection that is not a
+    request (the event streams' WebSocket authenticates with its first message): the same
+    checks as every request's."""
+    claims = await _claims_of(state, token)
+    viewer = await UserQueries(connection).get(claims.subject)
+    _check_account(viewer, claims)
+    assert viewer is not None
+    return viewer, claims
 
 
 async def get_optional_viewer(

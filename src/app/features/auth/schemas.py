@@ -59,7 +59,7 @@ class TokenForm(BaseModel):
         description="The account's email."
     )
     password: GivenPassword
-    scope: str = ""
+    scope: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
 

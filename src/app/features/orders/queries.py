@@ -16,9 +16,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Table, bindparam, func, select, true
+from sqlalchemy import DateTime, Table, Uuid, bindparam, func, select, true, tuple_
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.reads import ReadConnection, ReadQuery, Row, read_query
@@ -68,6 +70,21 @@ class OrderPageView:
 # OrderPage's `model_dump_json`, without building those models (the contract tests check it).
 _ORDER_JSON = TypeAdapter(OrderView)
 _PAGE_JSON = TypeAdapter(OrderPageView)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCursorPageView:
+    """A cursor page of orders (the fields and order of `OrderCursorPage`)."""
+
+    items: tuple[OrderView, ...]
+    next_cursor: str | None
+
+
+_CURSOR_PAGE_JSON = TypeAdapter(OrderCursorPageView)
+
+
+def cursor_page_json(page: OrderCursorPageView) -> bytes:
+    return _CURSOR_PAGE_JSON.dump_json(page)
 
 
 def order_json(order: OrderView) -> bytes:
@@ -126,6 +143,48 @@ def _page(*, own: bool, status: bool) -> tuple[ReadQuery, ReadQuery]:
     count = select(func.count()).select_from(_ORDERS).where(*conditions)
     return read_query(with_lines), read_query(count)
 
+
+def keyset_orders(*, own: bool, status: bool, after: bool) -> Select[Any]:
+    """The orders of a cursor page, newest first: those strictly before `(after_created_at,
+    after_id)`, at most `limit`. The row comparison walks the filter's index
+    (`ix_orders_created_at_id`, `ix_orders_user_id_created_at_id`, `ix_orders_status_...`)
+    backwards from the cursor on, so a deep page reads as few rows as the first."""
+    conditions: list[ColumnElement[bool]] = [true()]
+    if own:
+        conditions.append(_ORDERS.c.user_id == bindparam("user_id"))
+    if status:
+        conditions.append(_ORDERS.c.status == bindparam("status"))
+    if after:
+        conditions.append(
+            tuple_(_ORDERS.c.created_at, _ORDERS.c.id)
+            < tuple_(
+                bindparam("after_created_at", type_=DateTime(timezone=True)),
+                bindparam("after_id", type_=Uuid()),
+            )
+        )
+    return (
+        select(*_ORDER_COLUMNS)
+        .where(*conditions)
+        .order_by(_ORDERS.c.created_at.desc(), _ORDERS.c.id.desc())
+        .limit(bindparam("limit"))
+    )
+
+
+def _keyset_page(*, own: bool, status: bool, after: bool) -> ReadQuery:
+    page = keyset_orders(own=own, status=status, after=after).subquery("page")
+    return read_query(
+        select(*(page.c[name] for name in _ORDER_FIELDS), *_LINE_COLUMNS)
+        .join_from(page, _LINES, _LINES.c.order_id == page.c.id)
+        .order_by(page.c.created_at.desc(), page.c.id.desc(), _LINES.c.position)
+    )
+
+
+_KEYSET_PAGES = {
+    (own, status, after): _keyset_page(own=own, status=status, after=after)
+    for own in (False, True)
+    for status in (False, True)
+    for after in (False, True)
+}
 
 _ORDER = _one_order(own=False)
 _OWN_ORDER = _one_order(own=True)
@@ -191,6 +250,27 @@ class OrderQueries:
             rows = await self.connection.fetch(_OWN_ORDER, order_id=order_id, user_id=owner)
         orders = _fold(rows)
         return orders[0] if orders else None
+
+    async def keyset_page(
+        self,
+        *,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        owner: uuid.UUID | None,
+        status: OrderStatus | None,
+    ) -> tuple[list[OrderView], bool]:
+        """Up to `limit` orders newest first, strictly before `after` (`(created_at, id)` of
+        the previous page's last order), and whether more follow."""
+        query = _KEYSET_PAGES[(owner is not None, status is not None, after is not None)]
+        values: dict[str, object] = {"limit": limit + 1}
+        if owner is not None:
+            values["user_id"] = owner
+        if status is not None:
+            values["status"] = status.value
+        if after is not None:
+            values["after_created_at"], values["after_id"] = after
+        orders = _fold(await self.connection.fetch(query, **values))
+        return orders[:limit], len(orders) > limit
 
     async def page(
         self, params: PageParams, *, owner: uuid.UUID | None, status: OrderStatus | None

@@ -18,6 +18,7 @@ from app.core.errors import (
 from app.core.idempotency import IDEMPOTENCY_ERRORS, REPLAYED_HEADERS, idempotent
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, CurrentUser, Viewer, is_admin
+from app.features.orders.cursor import order_key, order_scope, parse_order_key
 from app.features.orders.deps import Customer, OrderQueriesDep, OrderServiceDep, get_customer
 from app.features.orders.errors import (
     EmailNotVerifiedError,
@@ -25,10 +26,21 @@ from app.features.orders.errors import (
     OrderNotFoundError,
 )
 from app.features.orders.models import OrderStatus
-from app.features.orders.queries import order_json, page_json
-from app.features.orders.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
+from app.features.orders.queries import (
+    OrderCursorPageView,
+    cursor_page_json,
+    order_json,
+    page_json,
+)
+from app.features.orders.schemas import (
+    OrderCreate,
+    OrderCursorPage,
+    OrderOut,
+    OrderPage,
+    OrderStatusUpdate,
+)
 from app.features.products.errors import InsufficientStockError, ProductUnavailableError
-from app.shared.pagination import PageParamsDep
+from app.shared.cursor import CursorParams, Cursors, ListParamsDep
 
 router = make_router(prefix="/orders", tags=["orders"])
 
@@ -95,13 +107,14 @@ async def create_order(
 
 @router.get(
     "",
-    response_model=OrderPage,
-    responses=error_responses(*_AUTH_ERRORS, ForbiddenError),
+    response_model=OrderPage | OrderCursorPage,
+    responses=error_responses(*_AUTH_ERRORS, ForbiddenError, ValidationFailedError),
 )
 async def list_orders(
+    request: Request,
     viewer: Viewer,
     queries: OrderQueriesDep,
-    params: PageParamsDep,
+    params: ListParamsDep,
     status_filter: Annotated[
         OrderStatus | None, Query(alias="status", description="Only orders in this status.")
     ] = None,
@@ -109,14 +122,33 @@ async def list_orders(
         uuid.UUID | None, Query(description="Admins only: one user's orders (others get 403).")
     ] = None,
 ) -> Response:
-    """Your orders, newest first; an admin sees everyone's, or one user's with `user_id`."""
+    """Your orders, newest first; an admin sees everyone's, or one user's with `user_id`.
+
+    Two forms: `page`/`page_size` (the default) answers a page with its total; `limit` (and then
+    `cursor`) answers a cursor page, whose deep pages cost what the first does. Mixing them, or a
+    cursor of another list, filter or caller, is 422."""
     if is_admin(viewer):
         owner = user_id
     elif user_id is not None:
         raise ForbiddenError("Only admins may list another user's orders")
     else:
         owner = viewer.id
-    return _json(page_json(await queries.page(params, owner=owner, status=status_filter)))
+    if not isinstance(params, CursorParams):
+        return _json(page_json(await queries.page(params, owner=owner, status=status_filter)))
+    cursors: Cursors = request.app.state.cursors
+    scope = order_scope(
+        viewer.id, status=status_filter.value if status_filter else None, user_id=user_id
+    )
+    after = None
+    if params.cursor is not None:
+        after = parse_order_key(cursors.decode(scope, params.cursor))
+    orders, more = await queries.keyset_page(
+        limit=params.limit, after=after, owner=owner, status=status_filter
+    )
+    next_cursor = None
+    if more:
+        next_cursor = cursors.encode(scope, order_key(orders[-1].created_at, orders[-1].id))
+    return _json(cursor_page_json(OrderCursorPageView(tuple(orders), next_cursor)))
 
 
 @router.get(

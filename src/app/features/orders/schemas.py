@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.features.orders.models import OrderStatus
+from app.shared.cursor import CursorPage
 from app.shared.pagination import Page
 
 MAX_LINES = 50
@@ -113,3 +114,7 @@ class OrderOut(BaseModel):
 
 class OrderPage(Page[OrderOut]):
     """A page of orders, newest first."""
+
+
+class OrderCursorPage(CursorPage[OrderOut]):
+    """A cursor page of orders, newest first (`?limit=`, then `?cursor=`)."""

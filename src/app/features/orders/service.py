@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.database import utcnow, uuid7
 from app.core.email import queue_email
 from app.core.logging import get_logger
+from app.features.events.publisher import ORDER_CREATED, ORDER_STATUS_CHANGED, order_event
 from app.features.orders.errors import (
     EmailNotVerifiedError,
     InvalidTransitionError,
     OrderNotFoundError,
 )
 from app.features.orders.models import Order, OrderLine, OrderStatus, OrderStatusChange
-from app.features.orders.queries import LineView, OrderView
+from app.features.orders.queries import LineView, OrderView, order_json
 from app.features.orders.repository import OrderRepository
 from app.features.orders.schemas import OrderCreate
 from app.features.products.service import ProductService, StockLine
@@ -152,6 +153,7 @@ class OrderService:
             updated_at=now,
         )
         await self.repository.add(order, changed_by=user.id)
+        await order_event(self.session, ORDER_CREATED, order, order_json(order))
         await queue_email(
             self.session, to=user.email, template="order_confirmed", context=email_context(order)
         )
@@ -204,6 +206,7 @@ class OrderService:
             )
         )
         out = view_of(order, lines)
+        await order_event(self.session, ORDER_STATUS_CHANGED, out, order_json(out))
         template = _STATUS_EMAILS.get(target)
         if template is not None:
             owner = await UserService(self.session).get(order.user_id)
