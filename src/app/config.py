@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "saas-backend-api"
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=1)
     refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    # A rotated refresh token presented again within this many seconds gets the successor pair
+    # that was already issued (two tabs refreshing at once), not a revoked session. 0: off.
+    refresh_reuse_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str] | None, NoDecode] = None
     rate_limit_enabled: bool = True
@@ -181,8 +184,12 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     mail_from: str = "no-reply@example.com"
     frontend_url: str = "http://localhost:5173"
-    email_max_tries: int = Field(default=5, ge=1, le=25)
+    # Transient SMTP failures are retried: 10 s, 20 s, 40 s... at most 30 min apart, until the
+    # deadline after the first try (the last retry on it). Only a 5xx refusal ends it sooner.
     email_retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    email_retry_max_backoff_seconds: float = Field(default=1800.0, gt=0)
+    # At most 7 days: ARQ keeps a queued job (and so its retries) for 8 (app.core.jobs).
+    email_retry_deadline_hours: float = Field(default=48.0, gt=0, le=7 * 24)
 
     # Background jobs (the outbox and its relay, the worker)
     outbox_relay_interval_seconds: int = Field(default=5, ge=1, le=60)
