@@ -119,10 +119,15 @@ lint-k8s: uv ## Render deploy/k8s overlays; kubernetes-validate and checkov them
 	$(CHECKOV) -f "$$out/dev.yaml" --skip-check CKV_K8S_35,CKV_K8S_43; \
 	echo "lint: deploy/k8s overlays dev and prod pass checkov"
 
+# Waivers live in audit-waivers.txt (an advisory id and its reason per line); each is printed.
+AUDIT_WAIVERS := $(shell sed -n 's/^\([A-Za-z0-9-]\{1,\}\) *#.*/\1/p' audit-waivers.txt 2>/dev/null)
+
 audit: sync ## pip-audit of the locked runtime dependencies (needs PyPI's vulnerability API)
+	@grep -E '^[A-Za-z0-9-]+ *#' audit-waivers.txt | sed 's/^/audit: waived /' || true
 	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt > .audit-requirements.txt
 	$(UV) tool run --from pip-audit==2.10.1 pip-audit --requirement .audit-requirements.txt \
-		--disable-pip --strict --progress-spinner off; \
+		--disable-pip --strict --progress-spinner off \
+		$(foreach id,$(AUDIT_WAIVERS),--ignore-vuln $(id)); \
 		status=$$?; rm -f .audit-requirements.txt; exit $$status
 
 format: sync ## Apply ruff's fixes and formatting

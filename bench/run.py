@@ -295,7 +295,7 @@ def _wrk_env(scenario: Scenario, data_file: Path) -> dict[str, str]:
     return {
         "BENCH_DATA": str(data_file),
         "BENCH_PATH": scenario.path,
-        "BENCH_AUTH": "1" if scenario.auth else "0",
+        "BENCH_AUTH": ("key" if scenario.api_key else "1") if scenario.auth else "0",
         "BENCH_IF_NONE_MATCH": "1" if scenario.if_none_match else "0",
         "BENCH_NONCE": secrets.token_hex(6),
     }
@@ -600,6 +600,8 @@ async def _login_tokens(
             "token": answer.json()["access_token"],
             "user_id": user["id"],
             "orders": user["orders"],
+            "org": user.get("org", ""),
+            "key": user.get("key", ""),
         }
 
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
@@ -635,7 +637,9 @@ def _probe(base_url: str, scenario: Scenario, data: dict[str, Any]) -> str:
     path = scenario.path
     entry = (data.get("auth") or [{}])[0]
     if scenario.auth and entry:
-        headers["Authorization"] = f"Bearer {entry['token']}"
+        credential = entry["key"] if scenario.api_key else entry["token"]
+        headers["Authorization"] = f"Bearer {credential}"
+    path = path.replace("{org}", entry.get("org", ""))
     if "{order}" in path:
         path = path.replace("{order}", entry["orders"][0])
     path = path.replace("{user}", entry.get("user_id", ""))
@@ -1041,6 +1045,8 @@ def _measure_api(
                     "token": appglue.mint_access_token(settings, _uuid(u["id"])),
                     "user_id": u["id"],
                     "orders": u["orders"],
+                    "org": u.get("org", ""),
+                    "key": u.get("key", ""),
                 }
                 for u in seeded.token_users
             ]

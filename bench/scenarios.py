@@ -27,6 +27,7 @@ class Scenario:
     script: str
     path: str = ""  # BENCH_PATH for get.lua ({product}, {order}, {user}, {row})
     auth: bool = False
+    api_key: bool = False  # with `auth`: send the organization's API key instead of a token
     if_none_match: bool = False  # send each product's current ETag (fetched after start-up)
     floor: str | None = None  # name of the floor scenario it is compared to
     read: bool = False  # reads must keep p99 <= 100 ms
@@ -183,6 +184,33 @@ SCENARIOS = [
         floor="floor_jwt_pg",
         read=True,
         needs=("tokens", "admin", "orders"),
+    ),
+    Scenario(
+        "org_orders",
+        "GET /api/v1/organizations/{id}/orders (member token, first page)",
+        "GET",
+        "/api/v1/organizations/{}/orders",
+        "get.lua",
+        path="/api/v1/organizations/{org}/orders",
+        auth=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("tokens", "orders"),
+        targets=(READ_P99,),
+    ),
+    Scenario(
+        "order_get_api_key",
+        "GET /api/v1/orders/{id} (API key)",
+        "GET",
+        "/api/v1/orders/{}",
+        "get.lua",
+        path="/api/v1/orders/{order}",
+        auth=True,
+        api_key=True,
+        floor="floor_jwt_pg",
+        read=True,
+        needs=("tokens", "orders"),
+        targets=(Target("ratio", 0.50, ">= 50% of JWT + asyncpg"), READ_P99),
     ),
     Scenario(
         "order_create",

@@ -333,6 +333,8 @@ async def seed(
             result.orders, result.lines = await _seed_orders(
                 conn, rng, now, user_ids, catalog, orders, lines_table, currency, result
             )
+        if {"organizations", "organization_members", "api_keys"} <= existing and user_ids:
+            await _seed_organizations(conn, now, result)
         await conn.execute("ANALYZE")
         await _floor_table(conn, result, rng)
     finally:
@@ -419,6 +421,51 @@ async def _seed_orders(
     if line_writer is not None:
         total_lines += await line_writer.copy(conn)
     return total_orders, total_lines
+
+
+async def _seed_organizations(conn: asyncpg.Connection, now: datetime, result: SeedResult) -> None:
+    """One organization per token user (its owner), holding that user's orders, and an API key
+    of it with both scopes: the `org_orders` and `order_get_api_key` scenarios use them."""
+    import hashlib
+    import secrets
+
+    has_org_column = await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_name = 'orders' AND column_name = 'organization_id'"
+    )
+    for i, user in enumerate(result.token_users):
+        org_id = uuid7(now)
+        key = "sk_" + secrets.token_urlsafe(32)
+        await conn.execute(
+            "INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $3)",
+            org_id,
+            f"Bench Org {i:05d}",
+            f"bench-org-{i:05d}",
+        )
+        await conn.execute(
+            "INSERT INTO organization_members (organization_id, user_id, role) "
+            "VALUES ($1, $2, 'owner')",
+            org_id,
+            uuid.UUID(user["id"]),
+        )
+        await conn.execute(
+            "INSERT INTO api_keys (id, organization_id, name, prefix, key_hash, scopes, "
+            "created_by) "
+            "VALUES ($1, $2, 'bench', $3, $4, '{orders:read,orders:write}', $5)",
+            uuid7(now),
+            org_id,
+            key[:11],
+            hashlib.sha256(key.encode()).hexdigest(),
+            uuid.UUID(user["id"]),
+        )
+        if has_org_column:
+            await conn.execute(
+                "UPDATE orders SET organization_id = $1 WHERE user_id = $2",
+                org_id,
+                uuid.UUID(user["id"]),
+            )
+        user["org"] = str(org_id)
+        user["key"] = key
 
 
 async def _floor_table(conn: asyncpg.Connection, result: SeedResult, rng: random.Random) -> None:

@@ -6,11 +6,12 @@ import json
 import logging
 import os
 import secrets
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from dotenv import dotenv_values
@@ -150,19 +151,38 @@ def serve(
     from app.core.logging import configure_logging
 
     configure_logging(settings.log_level, json=settings.json_logs)
-    trusted = ",".join(settings.trusted_proxies)
     uvicorn.run(
         "app.main:app",
         host=host or settings.host,
         port=port or settings.port,
         workers=worker_count,
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
+        **proxy_options(settings),
         log_config=None,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # A worker still importing the app on a busy host misses uvicorn's 5 s health check
+        # and is killed and restarted forever; a hung worker is still replaced, later.
+        timeout_worker_healthcheck=30,
+        # Event streams: ping frames as the heartbeat (API.md: at least every 25 s), small
+        # client messages only (the auth message), no per-message compression (it costs each
+        # idle connection hundreds of KB of zlib state).
+        ws_ping_interval=settings.events_heartbeat_seconds,
+        ws_ping_timeout=settings.events_heartbeat_seconds,
+        ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,
     )
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's view of `X-Forwarded-For`, the same for `saas serve` and `saas dev`.
+
+    Only the peers in `APP_TRUSTED_PROXIES` are believed. uvicorn's own default believes
+    127.0.0.1 (and `FORWARDED_ALLOW_IPS`), which would let anything on the host choose the
+    address that rate limits count; with no trusted proxy the headers are not read at all.
+    """
+    trusted = ",".join(settings.trusted_proxies)
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 @cli.command()
@@ -282,8 +302,7 @@ def dev(
         SmtpSink,
     )
 
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = _private_dir(data_dir.resolve())
     started: list[EmbeddedPostgres | EmbeddedRedis | SmtpSink | EmbeddedS3] = []
     env = os.environ
     # A value in .env counts as set too: it is the user's choice, not ours to override.
@@ -314,6 +333,10 @@ def dev(
             env["APP_STORAGE_ACCESS_KEY"] = store.access_key
             env["APP_STORAGE_SECRET_KEY"] = store.secret_key
             started.append(store)
+        # pgserver, run as root, opens the data directory to others (g+rx,o+rx) so that its own
+        # system user can reach the database files: close it again, leaving root's case
+        # traversable only (0711: no listing; the secrets in it are 0600 anyway).
+        data_dir.chmod(0o711 if _is_root() else 0o700)
         get_settings.cache_clear()
         settings = _settings()
         chosen = {key: env[key] for key in sorted(env) if key.startswith("APP_")}
@@ -331,8 +354,13 @@ def dev(
                 port=port,
                 reload=reload,
                 reload_dirs=[str(Path(__file__).parent)] if reload else None,
+                **proxy_options(settings),
                 log_config=None,
                 access_log=False,
+                ws_ping_interval=settings.events_heartbeat_seconds,
+                ws_ping_timeout=settings.events_heartbeat_seconds,
+                ws_max_size=64 * 1024,
+                ws_per_message_deflate=False,
             )
         finally:
             worker_process.terminate()
@@ -347,6 +375,49 @@ def dev(
         dev_env.unlink(missing_ok=True)
         for service in reversed(started):
             service.stop()
+
+
+def _refuse_if_shared(path: Path) -> None:
+    """Stop (exit 2) if another user could change `path`: it holds or guards secrets."""
+    info = path.stat()
+    problem = None
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = "is writable by its group or by others"
+    elif hasattr(os, "getuid") and info.st_uid != os.getuid():
+        problem = "belongs to another user"
+    if problem is not None:
+        kind = "directory" if path.is_dir() else "file"
+        typer.echo(
+            f"error: the data {kind} {path} {problem}; it holds secrets (the JWT secret, the "
+            f"admin's password, the databases). Fix it (chmod go-w {path}) or use another "
+            "--data-dir.",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _private_dir(path: Path) -> Path:
+    """The data directory, created 0700; an existing one is checked, then made 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _refuse_if_shared(path)
+    path.chmod(0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` with mode 0600 from the start (no moment with the umask's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def _read_private(path: Path) -> str:
+    _refuse_if_shared(path)
+    return path.read_text()
 
 
 def _write_dev_env(path: Path, values: dict[str, str]) -> None:
@@ -367,9 +438,8 @@ def _write_dev_env(path: Path, values: dict[str, str]) -> None:
 def _dev_secret(path: Path) -> str:
     """A development JWT secret, generated once and kept under the data directory."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        _write_private(path, secrets.token_urlsafe(48))
+    return _read_private(path).strip()
 
 
 DEV_ADMIN_EMAIL = "admin@example.com"
@@ -384,15 +454,14 @@ def _dev_admin(settings: Settings, path: Path) -> tuple[str, str]:
     import asyncio
 
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = json.loads(_read_private(path))
         email, password = str(saved["email"]), str(saved["password"])
     else:
         email, password = DEV_ADMIN_EMAIL, secrets.token_urlsafe(12)
     if asyncio.run(_admin_missing(settings, email)):
         asyncio.run(_make_admin(settings, email, password, "Development Admin"))
     if not path.exists():
-        path.write_text(json.dumps({"email": email, "password": password}))
-        path.chmod(0o600)
+        _write_private(path, json.dumps({"email": email, "password": password}))
     return email, password
 
 

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "saas-backend-api"
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=1)
     refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    # A rotated refresh token presented again within this many seconds gets the successor pair
+    # that was already issued (two tabs refreshing at once), not a revoked session. 0: off.
+    refresh_reuse_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str] | None, NoDecode] = None
     rate_limit_enabled: bool = True
@@ -160,6 +163,8 @@ class Settings(BaseSettings):
     rate_limit_refresh: str = "30/minute"
     # Failed logins per normalized email, whatever the IP; a successful login clears it.
     rate_limit_failed_logins: str = "20/hour"
+    # Per API key, whatever the IP (API.md: Organizations).
+    rate_limit_api_key: str = "600/minute"
     verify_email_token_ttl_seconds: int = Field(default=48 * 3600, ge=60)
     reset_password_token_ttl_seconds: int = Field(default=3600, ge=60)
     # argon2id; the default is OWASP's minimum (19 MiB, t=2, p=1): ~23 ms per verify here.
@@ -179,8 +184,12 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     mail_from: str = "no-reply@example.com"
     frontend_url: str = "http://localhost:5173"
-    email_max_tries: int = Field(default=5, ge=1, le=25)
+    # Transient SMTP failures are retried: 10 s, 20 s, 40 s... at most 30 min apart, until the
+    # deadline after the first try (the last retry on it). Only a 5xx refusal ends it sooner.
     email_retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    email_retry_max_backoff_seconds: float = Field(default=1800.0, gt=0)
+    # At most 7 days: ARQ keeps a queued job (and so its retries) for 8 (app.core.jobs).
+    email_retry_deadline_hours: float = Field(default=48.0, gt=0, le=7 * 24)
 
     # Background jobs (the outbox and its relay, the worker)
     outbox_relay_interval_seconds: int = Field(default=5, ge=1, le=60)
@@ -196,6 +205,21 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    # Real-time events (features/events): the Redis Streams they are kept in, the connections
+    # that carry them. Each stream keeps at least `events_retention_seconds` of history, cut
+    # further only by the per-stream cap `events_stream_max_length` (an operator's choice).
+    events_retention_seconds: int = Field(default=3600, ge=3600)
+    events_stream_max_length: int = Field(default=100_000, ge=1000)
+    # WebSocket ping frames and SSE comment lines at least this often (API.md: <= 25 s).
+    events_heartbeat_seconds: float = Field(default=20.0, gt=0, le=25)
+    # Live events queued behind one connection before it is dropped as too slow (1008).
+    events_queue_limit: int = Field(default=1000, ge=1)
+    # How often each process re-checks its connections' sessions, tokens and memberships
+    # (a revoked session or a member who left stops receiving within this + 1 s).
+    events_recheck_seconds: float = Field(default=2.0, gt=0, le=4)
+    events_auth_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # The relay of events whose after-commit publication did not happen (crash, Redis blip).
+    events_relay_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     # Object storage for product images (S3-compatible): s3://bucket?endpoint=...&region=...
     storage_url: str | None = None
     storage_access_key: str | None = None
@@ -234,6 +258,7 @@ class Settings(BaseSettings):
         "rate_limit_verify_resend",
         "rate_limit_refresh",
         "rate_limit_failed_logins",
+        "rate_limit_api_key",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

@@ -36,8 +36,16 @@ from app.core.security import Passwords, Tokens
 from app.core.sentry import setup_sentry
 from app.core.storage import open_object_store
 from app.features.auth.router import router as auth_router
+from app.features.events.hub import Hub
+from app.features.events.publisher import Relay
+from app.features.events.router import docs_router as events_docs_router
+from app.features.events.router import router as events_router
+from app.features.events.store import EventStore
 from app.features.health.router import router as health_router
+from app.features.orders.router import org_router as organization_orders_router
 from app.features.orders.router import router as orders_router
+from app.features.organizations.router import invitations_router
+from app.features.organizations.router import router as organizations_router
 from app.features.products.router import IMAGE_UPLOAD_ROUTE, images_router
 from app.features.products.router import router as products_router
 from app.features.users.router import router as users_router
@@ -73,6 +81,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.object_store = await storage.__aenter__()
     # Image decoding holds a core and up to a few hundred MB: a few at a time per process.
     app.state.image_limiter = anyio.CapacityLimiter(max(1, min(4, available_cpus())))
+    # Real-time events: published after commit from this process's sessions, relayed when that
+    # did not happen, and fanned out to this process's streams by one reader.
+    store = EventStore(
+        redis,
+        retention_seconds=settings.events_retention_seconds,
+        max_length=settings.events_stream_max_length,
+    )
+    relay = Relay(store, session_factory)
+    relay.install(session_factory)
+    hub = Hub(settings, redis=redis, engine=engine)
+    app.state.events_store = store
+    app.state.events_hub = hub
+    await hub.start(lambda: relay.run(settings.events_relay_interval_seconds, lambda: hub.running))
     log.info("app.started", environment=settings.environment, database=describe_engine(engine))
     # What is loaded by now (the framework, the models, the app) lives as long as the process:
     # keep the cyclic garbage collector from walking it again and again. A full collection over
@@ -82,6 +103,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         gc.unfreeze()
+        await hub.stop()
+        await relay.drain()
         passwords.close()
         await storage.__aexit__(None, None, None)
         await redis.aclose()
@@ -126,7 +149,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(images_router, prefix=API_PREFIX)
     app.include_router(orders_router, prefix=API_PREFIX)
+    app.include_router(organization_orders_router, prefix=API_PREFIX)
+    app.include_router(organizations_router, prefix=API_PREFIX)
+    app.include_router(invitations_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    app.include_router(events_router, prefix=API_PREFIX)
+    if docs:
+        app.include_router(events_docs_router)
     app.include_router(auth_router, prefix=API_PREFIX)
     if settings.otel_enabled:
         tracing.instrument_app(app)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -27,16 +28,17 @@ from typing import Any, ClassVar
 from arq.connections import ArqRedis
 from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
-from arq.worker import Function, Worker, func
+from arq.worker import Function, Retry, Worker, func
 from redis.exceptions import RedisError
 
 from app.config import Settings, get_settings
 from app.core import metrics, outbox, tracing
 from app.core.database import create_engine, create_session_factory
-from app.core.email import SEND_EMAIL_JOB, prune_deliveries, send_email
+from app.core.email import SEND_EMAIL_JOB, email_max_tries, prune_deliveries, send_email
 from app.core.idempotency import purge_idempotency_keys
 from app.core.jobs import QUEUE_NAME, install_dispatcher, outbox_job, prune_outbox, relay_outbox
 from app.core.logging import configure_logging, get_logger
+from app.core.outages import describe, is_outage
 from app.core.redis import arq_redis_settings, create_redis
 from app.core.sentry import setup_sentry
 from app.core.storage import open_object_store
@@ -54,6 +56,39 @@ __all__ = ["HEALTH_CHECK_KEY", "QUEUE_NAME", "create_worker", "drain", "health",
 HEALTH_CHECK_KEY = f"{QUEUE_NAME}:health-check"
 HEALTH_CHECK_INTERVAL_SECONDS = 30
 METRICS_INTERVAL_SECONDS = 15
+
+# A job that met a PostgreSQL or Redis outage is tried again after this many seconds times its
+# try number (at most 6 times this).
+OUTAGE_RETRY_SECONDS = 5.0
+
+
+def survives_outages(function: WorkerCoroutine) -> WorkerCoroutine:
+    """Run a job; if it meets an outage (`app.core.outages`), log one line and retry it later.
+
+    Without this ARQ logs each such failure with its whole traceback, dozens of frames per
+    job for as long as the database is down. Other errors go to ARQ untouched.
+    """
+
+    @functools.wraps(function)
+    async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await function(ctx, *args, **kwargs)
+        except Retry:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            job_try = int(ctx.get("job_try", 1))
+            log.warning(
+                "job.service_unavailable",
+                job=getattr(function, "__qualname__", "?"),
+                job_id=str(ctx.get("job_id", "")),
+                job_try=job_try,
+                error=describe(exc),
+            )
+            raise Retry(defer=OUTAGE_RETRY_SECONDS * min(job_try, 6)) from None
+
+    return run
 
 
 async def ping(ctx: dict[str, Any]) -> str:
@@ -76,9 +111,12 @@ async def relay_forever(ctx: dict[str, Any]) -> None:
         await asyncio.sleep(interval)
         try:
             await relay(ctx)
-        except Exception:
+        except Exception as exc:
             # The database may be away for a moment; the next pass tries again.
-            log.exception("outbox.relay_failed")
+            if is_outage(exc):
+                log.warning("outbox.relay_failed", error=describe(exc))
+            else:
+                log.exception("outbox.relay_failed")
 
 
 async def sample_metrics(ctx: dict[str, Any]) -> None:
@@ -171,22 +209,36 @@ def functions(settings: Settings) -> list[Function | WorkerCoroutine]:
     """
     return [
         *WorkerSettings.functions,
-        func(outbox_job(send_email), name=SEND_EMAIL_JOB, max_tries=settings.email_max_tries),
         func(
-            outbox_job(make_image_variants),
+            survives_outages(outbox_job(send_email)),
+            name=SEND_EMAIL_JOB,
+            max_tries=email_max_tries(settings),
+        ),
+        func(
+            survives_outages(outbox_job(make_image_variants)),
             name=MAKE_VARIANTS_JOB,
             max_tries=settings.image_max_tries,
         ),
-        func(outbox_job(delete_image_objects), name=DELETE_OBJECTS_JOB, max_tries=DELETE_MAX_TRIES),
+        func(
+            survives_outages(outbox_job(delete_image_objects)),
+            name=DELETE_OBJECTS_JOB,
+            max_tries=DELETE_MAX_TRIES,
+        ),
     ]
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
     # unique: with several workers, one of them runs each tick.
     return [
-        cron(prune, name="prune_outbox", minute=set(range(0, 60, 10)), second=30, unique=True),
         cron(
-            purge_idempotency_keys,
+            survives_outages(prune),
+            name="prune_outbox",
+            minute=set(range(0, 60, 10)),
+            second=30,
+            unique=True,
+        ),
+        cron(
+            survives_outages(purge_idempotency_keys),
             name="purge_idempotency_keys",
             minute=17,
             second=0,

@@ -70,7 +70,9 @@ async def tokens(
     return {"admin": await auth_headers(admin), "user": await auth_headers(user)}
 
 
-@schema.parametrize()
+# The event stream answers an endless `text/event-stream` to a valid token, which a request-
+# response checker cannot read to its end; its errors and stream are tested by the events tests.
+@schema.exclude(path="/api/v1/events", method="GET").parametrize()
 @HYPOTHESIS
 def test_every_operation_keeps_its_documented_contract(
     case: schemathesis.Case, contract_app: FastAPI, tokens: dict[str, dict[str, str]]

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import smtplib
+import stat
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,24 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c() -> None:
         )
         assert me.status_code == 200
         assert me.json()["role"] == "admin"
+        # No trusted proxy is configured, so a forged X-Forwarded-For from this host does not
+        # pick the address that the rate limits count (register: 5 a minute), as in `serve`.
+        statuses = [
+            httpx.post(
+                f"http://127.0.0.1:{port}/api/v1/auth/register",
+                json={"email": f"x{n}@example.com", "password": "p" * 12, "full_name": "X"},
+                headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                timeout=10,
+            ).status_code
+            for n in range(6)
+        ]
+        assert statuses == [201] * 5 + [429]
+        # Secrets under a private directory, created private.
+        # 0700; as root, traversable by pgserver's own system user (0711), never listable.
+        expected = 0o711 if os.geteuid() == 0 else 0o700
+        assert stat.S_IMODE(data_dir.stat().st_mode) == expected
+        for name in ("jwt_secret", "admin.json"):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
 
         # Its settings are in .data/dev.env, owner-only, for the commands run beside it.
         dev_env = data_dir / "dev.env"
@@ -201,6 +220,42 @@ def test_saas_dev_starts_everything_and_stops_on_ctrl_c() -> None:
     assert not dev_env.exists()  # gone with the servers it described
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+
+
+def _dev(data_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "dev", "--no-reload", "--data-dir", str(data_dir)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_saas_dev_refuses_a_data_dir_that_others_can_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    data_dir.chmod(0o777)
+    result = _dev(data_dir, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"the data directory {data_dir} is writable by its group or by others" in (result.stderr)
+    assert "chmod go-w" in result.stderr
+    assert not (data_dir / "jwt_secret").exists()  # refused before anything was written
+
+
+def test_saas_dev_refuses_a_secret_file_that_others_can_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    secret = data_dir / "jwt_secret"
+    secret.write_text("planted-by-someone-else-" + "x" * 30)
+    secret.chmod(0o666)
+    result = _dev(data_dir, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"the data file {secret} is writable by its group or by others" in result.stderr
+    assert not (data_dir / "postgres").exists()
 
 
 def test_saas_dev_says_what_to_do_without_the_embedded_wheels(

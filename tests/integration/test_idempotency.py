@@ -48,6 +48,9 @@ def add_probe_route(app: FastAPI) -> None:
             app.state.probe_commits.append(body.full_name)
 
         after_commit(session, committed)
+        during = getattr(app.state, "probe_during", None)
+        if during is not None:
+            await during(user.id)
         if body.refuse:
             raise ConflictError("refused on purpose", extra={"name": body.full_name})
         return Response(
@@ -174,3 +177,48 @@ class TestAnyRouteIsIdempotentWithOneLine:
         )
         assert_problem(response, 401, "UNAUTHORIZED")
         assert await db_conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+
+class TestARaceLostBetweenLookupAndStore:
+    async def test_the_first_committed_outcome_wins_and_this_work_is_discarded(
+        self,
+        probe: tuple[AsyncClient, FastAPI],
+        make_user: UserFactory,
+        auth_headers: HeadersFactory,
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        """Another request with the key commits its outcome after this one looked the key up
+        (the lookup's snapshot predates the lock): this one's INSERT of its outcome conflicts,
+        its work is discarded and the first outcome is answered."""
+        client, app = probe
+        user = await make_user(full_name="Before")
+
+        async def first_request_commits(user_id: object) -> None:
+            await db_conn.execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, "
+                "response_body, response_content_type, location, expires_at) VALUES ($1, 'race', "
+                "$2, 201, '{\"first\":true}', 'application/json', '/first', "
+                "now() + interval '1 hour')",
+                user_id,
+                await _fingerprint_of(client, headers, body),
+            )
+
+        headers = {**await auth_headers(user), "Idempotency-Key": "race"}
+        body = {"full_name": "Second"}
+        app.state.probe_during = first_request_commits
+        response = await client.post(PROBE, json=body, headers=headers)
+        assert response.status_code == 201
+        assert response.json() == {"first": True}
+        assert response.headers["location"] == "/first"
+        assert response.headers["idempotent-replayed"] == "true"
+        assert await name_of(db_conn, user) == "Before"  # this request's UPDATE was discarded
+        assert app.state.probe_commits == []
+
+
+async def _fingerprint_of(client: AsyncClient, headers: dict[str, str], body: Any) -> str:
+    """The fingerprint the route computes for this body (method, route, canonical JSON)."""
+    import hashlib
+    import json
+
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(b"POST /probe/rename\n" + canonical).hexdigest()

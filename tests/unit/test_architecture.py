@@ -470,3 +470,16 @@ class TestTheTableRuleCatchesPlantedViolations:
         # Its own module and the Alembic registry may.
         registry = _planted("app.models", "from app.core import outbox\nTABLES = [OutboxMessage]\n")
         assert foreign_table_access([outbox, registry]) == []
+
+
+def test_only_the_access_module_makes_an_org_access() -> None:
+    """Organization data is reached through an `OrgAccess`; only `organizations/access.py`
+    makes one (from a membership or a key), so no route can forge an access to another org."""
+    offenders = [
+        _where(module, line)
+        for module in MODULES
+        if module.name != "app.features.organizations.access"
+        for line, call in _calls(module)
+        if call in {"OrgAccess", ".OrgAccess"} or call.endswith(".OrgAccess")
+    ]
+    assert offenders == []

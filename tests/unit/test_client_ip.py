@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 
 from app.config import load_settings
-from app.core.ratelimit import RateLimiter
+from app.core.ratelimit import RateLimiter, rate_limit_identity
 
 
 def limiter(trusted: str) -> RateLimiter:
@@ -45,3 +45,18 @@ def request(peer: str, forwarded: str | None = None) -> Request:
 )
 def test_client_ip(trusted: str, peer: str, forwarded: str | None, expected: str) -> None:
     assert limiter(trusted).client_ip(request(peer, forwarded)) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "bucket"),
+    [
+        pytest.param("192.0.2.1", "192.0.2.1", id="ipv4"),
+        pytest.param("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64", id="ipv6-per-64"),
+        pytest.param("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64", id="same-64"),
+        pytest.param("2001:db8:1:3::1", "2001:db8:1:3::/64", id="next-64"),
+        pytest.param("::ffff:192.0.2.1", "192.0.2.1", id="ipv4-mapped"),
+        pytest.param("unknown", "unknown", id="not-an-address"),
+    ],
+)
+def test_rate_limit_identity(address: str, bucket: str) -> None:
+    assert rate_limit_identity(address) == bucket

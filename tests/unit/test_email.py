@@ -160,7 +160,7 @@ class TestFailureClassification:
     def test_5xx_replies_and_bugs_are_permanent(self, exc: Exception) -> None:
         assert not is_transient(exc)
 
-    def test_backoff_doubles_and_is_capped_at_an_hour(self) -> None:
+    def test_backoff_doubles_and_is_capped_at_half_an_hour(self) -> None:
         settings = load_settings(
             database_url="postgresql+asyncpg://x/y",
             redis_url="redis://x",
@@ -168,4 +168,4 @@ class TestFailureClassification:
             email_retry_backoff_seconds=10,
         )
         assert [backoff_seconds(settings, n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
-        assert backoff_seconds(settings, 30) == 3600.0
+        assert backoff_seconds(settings, 30) == 1800.0  # APP_EMAIL_RETRY_MAX_BACKOFF_SECONDS

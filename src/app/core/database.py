@@ -28,6 +28,7 @@ from sqlmodel import Field, SQLModel
 from app.config import Settings
 from app.core import metrics
 from app.core.logging import get_logger
+from app.core.outages import describe, is_outage
 
 log = get_logger(__name__)
 
@@ -187,9 +188,13 @@ async def _run_after_commit(session: AsyncSession) -> None:
     for callback in callbacks:
         try:
             await callback()
-        except Exception:
+        except Exception as exc:
             # The data is committed; a failed side effect must not turn success into an error.
-            log.exception("after_commit.failed", callback=getattr(callback, "__qualname__", "?"))
+            name = getattr(callback, "__qualname__", "?")
+            if is_outage(exc):
+                log.warning("after_commit.failed", callback=name, error=describe(exc))
+            else:
+                log.exception("after_commit.failed", callback=name)
 
 
 async def discard(session: AsyncSession) -> None:

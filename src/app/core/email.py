@@ -11,9 +11,17 @@ sends nothing; a concurrent one finds it claimed and retries after the lease. Th
 rendered once per delivery, in the worker; `queue_email` only checks that they exist and that
 the context has every variable they use.
 
-Transient SMTP failures (4xx replies, connection errors, timeouts) are retried with exponential
-backoff through ARQ's `Retry`, up to `APP_EMAIL_MAX_TRIES`; permanent ones (5xx) are logged and
-marked failed at once. The one window left is a crash between the SMTP server's "250" and our
+Transient SMTP failures (4xx replies, connection errors, timeouts) are retried through ARQ's
+`Retry` with exponential backoff (`APP_EMAIL_RETRY_BACKOFF_SECONDS`, doubling, capped at
+`APP_EMAIL_RETRY_MAX_BACKOFF_SECONDS`) until `APP_EMAIL_RETRY_DEADLINE_HOURS` after the first
+attempt (48 h by default), so a relay outage of a day or more loses no mail; the last retry
+falls on the deadline itself. Only a permanent refusal (5xx) or a template that does not render
+ends it early. Each failed attempt is logged and counted (`email_delivery_failures_total`).
+
+Links that act as credentials (verification, reset) wait in the outbox sealed
+(`queue_email(secret_context=...)`, see `app.core.security.Sealer`), opened at send time only.
+
+The one window left is a crash between the SMTP server's "250" and our
 commit: the message is then sent again on retry, with the same Message-ID, which receivers use to
 drop duplicates.
 """
@@ -23,14 +31,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 from arq.worker import Retry
 from jinja2 import (
     Environment,
@@ -54,12 +61,13 @@ from app.core import metrics, outbox, tracing
 from app.core.database import session_scope, utcnow
 from app.core.email_deliveries import DeliveryStatus, EmailDelivery
 from app.core.logging import get_logger
+from app.core.metrics import EMAIL_FAILURES
+from app.core.security import InvalidTokenError, Sealer, sealer_for
 
 log = get_logger(__name__)
 
 SEND_EMAIL_JOB = "send_email"
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
-MAX_BACKOFF_SECONDS = 3600.0
 # Every template's context has these (added by `render_email`).
 _ALWAYS_DEFINED = frozenset({"frontend_url", "currency"})
 # An SMTP exchange is a handful of steps, each bounded by the SMTP timeout: a claim outlives it.
@@ -162,7 +170,13 @@ def build_message(
 
 
 async def queue_email(
-    session: AsyncSession, *, to: str, template: str, context: dict[str, Any]
+    session: AsyncSession,
+    *,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    secret_context: dict[str, str] | None = None,
+    sealer: Sealer | None = None,
 ) -> uuid.UUID:
     """Queue one email (through the outbox).
 
@@ -170,19 +184,28 @@ async def queue_email(
     Jinja2), <template>.txt, <template>.html. `context` must be JSON-serialisable;
     `frontend_url` and `currency` are added by the renderer.
 
+    `secret_context` holds what acts as a credential (a verification or reset link): it is
+    stored sealed by `sealer` (`app.core.security.Sealer`, a key derived from `APP_JWT_SECRET`)
+    and opened by the worker at send time only, so the outbox never holds it in the clear.
+
     A missing template or variable fails here (`check_template`); the worker renders it.
     """
     address = to.strip()
     if not address or "@" not in address or any(c in address for c in "\r\n"):
         raise ValueError("not an email address")
-    check_template(template, context)
-    return await outbox.enqueue(
-        session, SEND_EMAIL_JOB, {"to": address, "template": template, "context": context}
-    )
+    check_template(template, {**context, **(secret_context or {})})
+    payload: dict[str, Any] = {"to": address, "template": template, "context": context}
+    if secret_context:
+        if sealer is None:
+            raise ValueError("a secret context needs a sealer")
+        payload["sealed"] = sealer.seal(secret_context)
+    return await outbox.enqueue(session, SEND_EMAIL_JOB, payload)
 
 
 async def send_message(settings: Settings, message: EmailMessage) -> None:
     """Send over SMTP with the `APP_SMTP_*` settings (STARTTLS and login when configured)."""
+    import aiosmtplib  # the worker's, not the API's: kept out of the API workers' memory
+
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     # The whole conversation (connect, STARTTLS, login, MAIL/RCPT/DATA) as one span.
     with tracing.span(
@@ -206,6 +229,8 @@ async def send_message(settings: Settings, message: EmailMessage) -> None:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether an SMTP failure may pass on its own: a 4xx reply, a dropped or refused connection."""
+    import aiosmtplib
+
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return any(400 <= refused.code < 500 for refused in exc.recipients)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -214,10 +239,44 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def backoff_seconds(settings: Settings, job_try: int) -> float:
-    """Exponential: base, 2 x base, 4 x base, ... capped at an hour."""
+    """Exponential: base, 2 x base, 4 x base, ... capped at `email_retry_max_backoff_seconds`."""
+    exponent = min(job_try - 1, 60)  # 2**60 x base is past any cap; no float overflow
     return float(
-        min(settings.email_retry_backoff_seconds * 2 ** (job_try - 1), MAX_BACKOFF_SECONDS)
+        min(
+            settings.email_retry_backoff_seconds * 2**exponent,
+            settings.email_retry_max_backoff_seconds,
+        )
     )
+
+
+def retry_delay(settings: Settings, job_try: int, elapsed_seconds: float) -> float | None:
+    """How long to wait before the next try after try `job_try` failed `elapsed_seconds` after
+    the first; None once the deadline has passed (the email has failed)."""
+    remaining = settings.email_retry_deadline_hours * 3600 - elapsed_seconds
+    if remaining <= 0:
+        return None
+    return min(backoff_seconds(settings, job_try), remaining)
+
+
+def retry_schedule(settings: Settings) -> list[float]:
+    """The waits between tries of an email whose every try fails at once: the whole policy,
+    computable without waiting (the last wait ends on the deadline)."""
+    delays: list[float] = []
+    elapsed = 0.0
+    while (delay := retry_delay(settings, len(delays) + 1, elapsed)) is not None:
+        delays.append(delay)
+        elapsed += delay
+    return delays
+
+
+def email_max_tries(settings: Settings) -> int:
+    """ARQ's bound on tries of the email job: above what the deadline allows (the deadline
+    decides), with room for tries spent on database outages (`app.worker.survives_outages`)."""
+    return len(retry_schedule(settings)) + 1 + 50
+
+
+def _failed_attempt(reason: str) -> None:
+    EMAIL_FAILURES.labels(reason=reason).inc()
 
 
 def _describe(exc: BaseException) -> str:
@@ -232,9 +291,10 @@ async def _claim(
     message_id: str,
     to: str,
     template: str,
-) -> str | float | None:
-    """Claim the delivery for one send: None when claimed; the status when it is already
-    done; the seconds until another run's claim lapses when one is sending it now."""
+) -> str | float | datetime:
+    """Claim the delivery for one send: the time of its first try when claimed; the status
+    when it is already done; the seconds until another run's claim lapses when one is sending
+    it now."""
     now = utcnow()
     async with session_scope(factory) as session:
         await session.execute(
@@ -264,7 +324,8 @@ async def _claim(
         delivery.claimed_until = now + timedelta(
             seconds=settings.smtp_timeout_seconds * _SMTP_STEPS
         )
-    return None
+        first_try: datetime = delivery.created_at
+    return first_try
 
 
 async def _record(
@@ -273,6 +334,7 @@ async def _record(
     *,
     status: DeliveryStatus,
     error: str | None,
+    sealed: bool = False,
 ) -> None:
     """The outcome of a send, and the claim released; once done, the payload's context (which
     may hold a token) is scrubbed from the outbox row, which keeps `to` and `template`."""
@@ -291,6 +353,8 @@ async def _record(
             delivery.sent_at = utcnow()
         if status != DeliveryStatus.pending:
             await outbox.scrub(session, outbox_id, "context")
+            if sealed:
+                await outbox.scrub(session, outbox_id, "sealed")
 
 
 async def deliver(
@@ -302,10 +366,11 @@ async def deliver(
     to: str,
     template: str,
     context: dict[str, Any],
+    sealed: str | None = None,
 ) -> str:
     """Send the email of one outbox row at most once; returns the delivery's status.
 
-    Raises `Retry` after a transient failure while tries remain, and while another run holds
+    Raises `Retry` after a transient failure until the deadline, and while another run holds
     the claim.
     """
     message_id = message_id_for(outbox_id, settings.mail_from)
@@ -319,11 +384,15 @@ async def deliver(
     if isinstance(claim, float):
         log.info("email.claimed_elsewhere", retry_in_s=claim, message_id=message_id)
         raise Retry(defer=claim)
+    first_try = claim
     # No transaction is open and no row is locked from here to `_record`.
     status, error, retry_in = DeliveryStatus.sent, None, None
     try:
+        values = dict(context)
+        if isinstance(sealed, str):
+            values.update(sealer_for(settings).unseal(sealed))
         rendered = render_email(
-            template, context, frontend_url=settings.frontend_url, currency=settings.currency
+            template, values, frontend_url=settings.frontend_url, currency=settings.currency
         )
         await send_message(
             settings,
@@ -331,23 +400,39 @@ async def deliver(
         )
     except TemplateError as exc:
         status, error = DeliveryStatus.failed, _describe(exc)
+        _failed_attempt("template")
         log.error("email.failed", reason="template", error=error)
+    except InvalidTokenError:
+        # Sealed with another APP_JWT_SECRET (rotated since): its link could not work now.
+        status = DeliveryStatus.failed
+        error = "the sealed context cannot be opened with this APP_JWT_SECRET"
+        _failed_attempt("sealed")
+        log.error("email.failed", reason="sealed")
     except Exception as exc:
         error = _describe(exc)
+        elapsed = (utcnow() - first_try).total_seconds()
         if not is_transient(exc):
             status = DeliveryStatus.failed
+            _failed_attempt("permanent")
             log.error("email.failed", reason="permanent", error=error)
-        elif job_try >= settings.email_max_tries:
+        elif (retry_in := retry_delay(settings, job_try, elapsed)) is None:
             status = DeliveryStatus.failed
-            log.error("email.failed", reason="tries_exhausted", tries=job_try, error=error)
+            _failed_attempt("deadline")
+            log.error(
+                "email.failed",
+                reason="deadline",
+                tries=job_try,
+                elapsed_s=round(elapsed),
+                error=error,
+            )
         else:
             status = DeliveryStatus.pending
-            retry_in = backoff_seconds(settings, job_try)
+            _failed_attempt("transient")
             metrics.email_delivery("retried")
-            log.warning("email.deferred", retry_in_s=retry_in, error=error)
+            log.warning("email.deferred", retry_in_s=retry_in, tries=job_try, error=error)
     else:
         log.info("email.sent", message_id=message_id, attempts=job_try)
-    await _record(factory, outbox_id, status=status, error=error)
+    await _record(factory, outbox_id, status=status, error=error, sealed=sealed is not None)
     if retry_in is not None:
         raise Retry(defer=retry_in)
     metrics.email_delivery(str(status))
@@ -355,7 +440,12 @@ async def deliver(
 
 
 async def send_email(
-    ctx: dict[str, Any], *, to: str, template: str, context: dict[str, Any]
+    ctx: dict[str, Any],
+    *,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    sealed: str | None = None,
 ) -> str:
     """The ARQ job of `queue_email`: its job id is the outbox id."""
     job_id = str(ctx["job_id"])
@@ -369,6 +459,7 @@ async def send_email(
             to=to,
             template=template,
             context=context,
+            sealed=sealed,
         )
 
 

@@ -20,6 +20,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from app.core.logging import get_logger
+from app.core.outages import RETRY_AFTER_SECONDS
 
 log = get_logger(__name__)
 
@@ -164,6 +165,10 @@ class ServiceUnavailableError(AppError):
     code = "SERVICE_UNAVAILABLE"
     default_detail = "A service this request needs is unavailable"
 
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+
 
 class BodyTooLarge(StarletteHTTPException):
     """Raised from the body-limit middleware's `receive`: FastAPI lets HTTP exceptions through."""
@@ -230,6 +235,17 @@ def internal_error_response(scope: Scope) -> JSONResponse:
     )
 
 
+def service_unavailable_response(scope: Scope) -> JSONResponse:
+    """The 503 of an outage met by a request (PostgreSQL or Redis away)."""
+    return problem_response(
+        scope,
+        status=503,
+        code="SERVICE_UNAVAILABLE",
+        detail=ServiceUnavailableError.default_detail + "; try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def _clean_errors(raw: list[Any]) -> list[dict[str, Any]]:
     """Field errors as `{loc, msg, type}`: the submitted `input` (maybe a password) is dropped."""
     cleaned = []
@@ -246,7 +262,9 @@ def _clean_errors(raw: list[Any]) -> list[dict[str, Any]]:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    if exc.status_code >= 500:
+    if exc.status_code == 503:
+        log.warning("request.service_unavailable", code=exc.code, detail=exc.detail)
+    elif exc.status_code >= 500:
         log.error("request.failed", code=exc.code, detail=exc.detail)
     return app_error_response(request.scope, exc)
 

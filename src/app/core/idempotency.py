@@ -28,6 +28,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request, Response
 from sqlalchemy import Column, DateTime, ForeignKey, Index, String, Text, Uuid, delete, func, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
@@ -85,6 +86,16 @@ _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:lock_key, 0
 _GET = text(
     "SELECT request_hash, response_status, response_body, response_content_type, location, "
     "expires_at FROM idempotency_keys WHERE user_id = :user_id AND key = :key"
+)
+# The lock and the lookup in one round trip. The lookup's snapshot is taken as the statement
+# starts, before the lock: a first request that commits its outcome in between is not seen
+# here, so this request runs too, but its own INSERT of the outcome then hits the primary key,
+# and its work is discarded for a replay of the first (`PendingKey.store`).
+_LOCK_AND_GET = text(
+    "SELECT pg_try_advisory_xact_lock(hashtextextended(:lock_key, 0)) AS locked, "
+    "k.request_hash, k.response_status, k.response_body, k.response_content_type, k.location, "
+    "k.expires_at FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k "
+    "ON k.user_id = :user_id AND k.key = :key"
 )
 _DELETE = text("DELETE FROM idempotency_keys WHERE user_id = :user_id AND key = :key")
 _ADD = text(
@@ -152,7 +163,25 @@ class PendingKey:
     key: str
     fingerprint: str
 
-    async def store(self, response: Response) -> None:
+    async def store(self, response: Response, request: Request) -> Response:
+        """Keep `response` as the key's outcome; if another request with the key committed its
+        outcome first (see `_LOCK_AND_GET`), discard this one's work and answer with that."""
+        try:
+            await self._add(response)
+        except IntegrityError:
+            await discard(self.session)
+            row = (
+                await self.session.execute(_GET, {"user_id": self.user_id, "key": self.key})
+            ).first()
+            if row is None:  # pragma: no cover - the row that conflicted is committed
+                raise
+            log.info("idempotency.lost_race", user_id=str(self.user_id))
+            if row.request_hash != self.fingerprint:
+                return app_error_response(request.scope, IdempotencyKeyReusedError())
+            return _outcome(row).response()
+        return response
+
+    async def _add(self, response: Response) -> None:
         now = utcnow()
         await self.session.execute(
             _ADD,
@@ -176,8 +205,14 @@ class PendingKey:
         # The rollback released the lock; a request with the same key that took it since then
         # runs on its own (this one wrote nothing), and this outcome is not kept.
         if await _try_lock(self.session, self.user_id, self.key):
-            await self.store(response)
+            return await self.store(response, request)
         return response
+
+
+def _outcome(row: Any) -> StoredOutcome:
+    return StoredOutcome(
+        row.response_status, row.response_body.encode(), row.response_content_type, row.location
+    )
 
 
 def _fingerprint(request: Request, body: bytes) -> str:
@@ -216,12 +251,15 @@ async def _try_lock(session: AsyncSession, user_id: uuid.UUID, key: str) -> bool
 async def _begin(request: Request, session: AsyncSession, user_id: uuid.UUID, key: str) -> None:
     body = await request.body()
     fingerprint = _fingerprint(request, body)
-    if not await _try_lock(session, user_id, key):
+    params = {"user_id": user_id, "key": key}
+    found = (
+        await session.execute(_LOCK_AND_GET, {**params, "lock_key": f"idempotency:{user_id}:{key}"})
+    ).one()
+    if not found.locked:
         if await _body_is_invalid(request, body):
             return
         raise IdempotencyKeyInUseError
-    params = {"user_id": user_id, "key": key}
-    row = (await session.execute(_GET, params)).first()
+    row = found if found.request_hash is not None else None
     if row is not None and row.expires_at <= utcnow():
         await session.execute(_DELETE, params)
         row = None
@@ -231,14 +269,7 @@ async def _begin(request: Request, session: AsyncSession, user_id: uuid.UUID, ke
                 return
             raise IdempotencyKeyReusedError
         log.info("idempotency.replayed", user_id=str(user_id), status=row.response_status)
-        raise Replay(
-            StoredOutcome(
-                row.response_status,
-                row.response_body.encode(),
-                row.response_content_type,
-                row.location,
-            )
-        )
+        raise Replay(_outcome(row))
     request.scope[_PENDING] = PendingKey(session, user_id, key, fingerprint)
 
 
@@ -246,14 +277,21 @@ def idempotent(principal: Callable[..., Any]) -> Any:
     """A route dependency that makes the route idempotent under an `Idempotency-Key` header.
 
     `principal` is the dependency of the caller the keys belong to (it returns an object with
-    an `id`). Without the header the route runs as usual. List the route's 409 and 422 with
-    `IDEMPOTENCY_ERRORS` and its replayed header with `REPLAYED_HEADERS`.
+    an `id`, and optionally an `idempotency_scope` string that keeps its keys apart from other
+    callers of the same `id`). Without the header the route runs as usual. List the route's
+    409 and 422 with `IDEMPOTENCY_ERRORS` and its replayed header with `REPLAYED_HEADERS`.
     """
 
     async def idempotency(
         request: Request, session: AsyncSession, caller: Principal, key: str | None
     ) -> None:
         if key is not None:
+            scope = getattr(caller, "idempotency_scope", None)
+            if scope:
+                # A caller with a scope of its own (an organization's API key, acting as its
+                # creator): its keys are kept apart from the creator's, under a digest that
+                # fits the column whatever the key's length.
+                key = f"{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
             await _begin(request, session, caller.id, key)
 
     # The signature FastAPI reads, with `principal` as a sub-dependency: entered after the

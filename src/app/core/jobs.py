@@ -35,6 +35,9 @@ from app.core.logging import get_logger
 log = get_logger(__name__)
 
 QUEUE_NAME = "arq:queue"
+# How long ARQ keeps a queued job, its retries included (ARQ's default is one day after its
+# start time, which would cut an email's retries short: see APP_EMAIL_RETRY_DEADLINE_HOURS).
+JOB_KEY_TTL = timedelta(days=8)
 # What a Redis outage looks like from redis-py: refused, reset, timed out.
 _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -83,7 +86,9 @@ def install_dispatcher(factory: async_sessionmaker[AsyncSession], redis: ArqRedi
 
 async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> None:
     # None means a job with this id is queued, running or has a kept result: handed off before.
-    await redis.enqueue_job(job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME)
+    await redis.enqueue_job(
+        job_name, _job_id=str(outbox_id), _queue_name=QUEUE_NAME, _expires=JOB_KEY_TTL
+    )
 
 
 JobFunction = Callable[..., Awaitable[Any]]

@@ -75,6 +75,14 @@ def drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
+    """Readable tracebacks for the console, without local variables (they may hold secrets)."""
+    try:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    except ImportError:  # pragma: no cover - rich is not installed
+        return structlog.dev.plain_traceback
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True, trace_ids: bool = False) -> None:
     """Configure structlog and the standard library logging; safe to call more than once.
 
@@ -105,7 +113,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True, trace_ids: bool
             )
         )
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        # structlog's default console formatter is rich's, with `show_locals=True`: a traceback
+        # would print the frames' local variables, a login's password among them. Never.
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=_console_tracebacks())
     if trace_ids:
         # At the renderer, which every line passes when it is written: loggers that structlog
         # cached before this call (their processor chain is fixed) get the ids too.

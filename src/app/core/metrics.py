@@ -112,6 +112,14 @@ def email_delivery(outcome: str) -> None:
     EMAIL_DELIVERIES.labels(outcome).inc()
 
 
+EMAIL_FAILURES = Counter(
+    "email_delivery_failures_total",
+    "Failed attempts at sending an email, by reason: transient (retried), permanent (a 5xx "
+    "refusal), deadline (retried until APP_EMAIL_RETRY_DEADLINE_HOURS, then given up), "
+    "template (does not render).",
+    ["reason"],
+)
+
 # The labelled children of each (method, route, status), found once: `labels()` takes a lock
 # and builds its key on every call. Routes are templates, so there are few combinations.
 _children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

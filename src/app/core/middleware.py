@@ -28,8 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.core import metrics
 from app.core.docs import DOCS_PAGES
-from app.core.errors import BodyTooLarge, internal_error_response, problem_response
+from app.core.errors import (
+    BodyTooLarge,
+    internal_error_response,
+    problem_response,
+    service_unavailable_response,
+)
 from app.core.logging import get_logger
+from app.core.outages import describe, is_outage
 
 log = get_logger("app.access")
 error_log = get_logger("app.errors")
@@ -231,8 +237,10 @@ class CompressionMiddleware:
 class GuardMiddleware:
     """The innermost layer: the body size limit and the last word on unexpected errors.
 
-    413 for a body over the limit, at once from Content-Length or while it streams in. Anything
-    unexpected becomes a generic 500 Problem, its traceback logged once, here: inside the other
+    413 for a body over the limit, at once from Content-Length or while it streams in. A lost
+    or refused connection to PostgreSQL or Redis (`app.core.outages`) becomes a 503 Problem
+    with `Retry-After` and one warning line. Anything else unexpected becomes a generic 500
+    Problem, its traceback logged once, here: inside the other
     layers, so a 500 still carries the request id, the security and CORS headers, and is logged
     and counted like any other response.
     """
@@ -287,7 +295,20 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                # PostgreSQL or Redis is away: a 503 the client can retry, and one line here
+                # (a traceback per request would bury it, dozens of frames each).
+                error_log.warning(
+                    "request.service_unavailable",
+                    method=scope["method"],
+                    path=scope["path"],
+                    error=describe(exc),
+                )
+                if response_started:
+                    raise
+                await service_unavailable_response(scope)(scope, receive, send)
+                return
             error_log.exception(
                 "request.unhandled_error", method=scope["method"], path=scope["path"]
             )

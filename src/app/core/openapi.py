@@ -1,6 +1,6 @@
 """The OpenAPI document, adjusted so that it describes the wire exactly.
 
-FastAPI files every declared response under `application/json`; Problem responses are sent
+FastAPI files every declared response under the route's media type; Problem responses are sent
 as `application/problem+json`, so their content is moved there. Only the tags that operations
 use are listed (with their descriptions, `TAGS`), in the order given there. A list answering a
 page or a cursor page says `oneOf` (FastAPI writes `anyOf`).
@@ -25,9 +25,11 @@ def _move_errors_to_problem_json(schema: dict[str, Any]) -> None:
                 content = response.get("content")
                 if not status.isdigit() or int(status) < 400 or not content:
                     continue
-                schema_ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
-                if schema_ref.endswith("/Problem"):
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+                # Under the route's own media type (JSON, or e.g. an event stream's).
+                for media_type in list(content):
+                    schema_ref = content[media_type].get("schema", {}).get("$ref", "")
+                    if schema_ref.endswith("/Problem") and media_type != PROBLEM_MEDIA_TYPE:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop(media_type)
 
 
 def _unions_of_components_are_one_of(schema: dict[str, Any]) -> None:

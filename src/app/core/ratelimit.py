@@ -176,6 +176,24 @@ class RateLimiter:
         return peer
 
 
+def rate_limit_identity(address: str) -> str:
+    """The bucket of a client address: an IPv4 address as it is, an IPv6 one by its /64.
+
+    One IPv6 host usually holds a whole /64 (SLAAC, privacy addresses) and can pick a new
+    address from it at will: counted per address, it would never run out of attempts.
+    IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4 address they carry.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _limits_uri(redis_url: str) -> str:
     # limits wants `redis+unix://` where redis-py says `unix://`; the pool is ours anyway.
     return "redis+" + redis_url if redis_url.startswith("unix://") else redis_url
@@ -229,7 +247,8 @@ def email_identity(email: str) -> str:
 
 
 def RateLimit(scope: str, setting: str) -> Any:  # noqa: N802 - reads like slowapi's decorator
-    """A dependency counting the request against `scope` per client IP; 429 when over.
+    """A dependency counting the request against `scope` per client IP (an IPv6 client per
+    /64, see `rate_limit_identity`); 429 when over.
 
     `setting` names the Settings field holding the limit, so each deployment can tune it.
     Routes that share `scope` share the bucket.
@@ -240,7 +259,8 @@ def RateLimit(scope: str, setting: str) -> Any:  # noqa: N802 - reads like slowa
         if not limiter.enabled:
             return
         item = limiter.item(setting)
-        allowed, state = await limiter.hit(item, scope, limiter.client_ip(request))
+        identity = rate_limit_identity(limiter.client_ip(request))
+        allowed, state = await limiter.hit(item, scope, identity)
         if not allowed:
             log.info("ratelimit.exceeded", scope=scope)
             raise rate_limited(state)

@@ -188,7 +188,7 @@ def _keeping_outcomes(
             return await pending.store_error(request, exc)
         pending = pending_key(request)
         if pending is not None and response.status_code < 500:
-            await pending.store(response)
+            return await pending.store(response, request)
         return response
 
     return keeping_outcomes

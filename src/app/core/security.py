@@ -7,8 +7,10 @@ and reached through dependencies, never through module globals.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -25,11 +27,13 @@ from fastapi import Depends, Request
 from jose import JWTError, jwt
 
 from app.config import Settings
+from app.core import memory
 
 TokenType = Literal["access", "refresh"]
 _T = TypeVar("_T")
 
 _REQUIRED_CLAIMS = ("sub", "type", "jti", "iat", "exp", "iss", "aud")
+_ALLOWED_HEADER = frozenset({"alg", "typ"})
 
 
 # How much lower than the event loop the hashing threads run (Linux niceness, 0-19).
@@ -45,6 +49,9 @@ def _lower_thread_priority() -> None:
     """
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
+TRIM_AFTER_IDLE_SECONDS = 5.0
 
 
 class Passwords:
@@ -70,13 +77,23 @@ class Passwords:
             initializer=_lower_thread_priority,
         )
         self._dummy_hash: str | None = None
+        # Each hash takes argon2_memory_kib: from one malloc arena, given back to the system a
+        # few seconds after the last hash (app.core.memory), not kept per thread for good.
+        memory.limit_arenas()
+        self._idle_trim = memory.IdleTrim(self._executor.submit, delay=TRIM_AFTER_IDLE_SECONDS)
 
     def close(self) -> None:
+        self._idle_trim.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _in_pool(self, function: Callable[..., _T], *args: Any) -> _T:
-        async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        self._idle_trim.busy()
+        try:
+            async with self._slots:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, function, *args)
+        finally:
+            self._idle_trim.done()
 
     def hash_sync(self, password: str) -> str:
         return self._hasher.hash(password)
@@ -187,8 +204,30 @@ class Tokens:
             payload["role"] = role
         return jwt.encode(payload, self._key, algorithm=self._algorithm), claims
 
+    def derive(self, label: str, value: str) -> str:
+        """A secret derived from `value` with the signing key (HMAC-SHA256, URL-safe base64).
+
+        Deterministic, so what it names can be made again from `value` alone: the successor
+        of a refresh token (its `jti`) and the `jti` of the access token issued with it.
+        Without the key it cannot be computed or told from a random secret.
+        """
+        mac = hmac.new(self._key.encode(), f"{label}:{value}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+
     def decode(self, token: str, expected_type: TokenType) -> TokenClaims:
-        """The token's claims, or InvalidTokenError whatever is wrong with it."""
+        """The token's claims, or InvalidTokenError whatever is wrong with it.
+
+        The header may name nothing but our one algorithm (and `typ`): a token that carries
+        its own key or points at one (`jwk`, `jku`, `kid`, `x5u`, `x5c`...) or asks for other
+        processing (`crit`) is refused before its signature is looked at, whatever a library
+        would make of those members.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except JWTError:
+            raise InvalidTokenError("malformed header") from None
+        if header.get("alg") != self._algorithm or not set(header) <= _ALLOWED_HEADER:
+            raise InvalidTokenError("header not allowed")
         try:
             payload = jwt.decode(
                 token,
@@ -217,6 +256,56 @@ class Tokens:
             )
         except (KeyError, TypeError, ValueError):
             raise InvalidTokenError("malformed claims") from None
+
+
+class Sealer:
+    """Authenticated encryption (Fernet) with a key derived from `APP_JWT_SECRET` (HKDF).
+
+    For what must wait somewhere at rest but acts as a credential: the links of queued emails
+    (a reset link is a password). The outbox row keeps the sealed text; only a process holding
+    the secret (the worker, at send time) can open it. Changing the secret makes rows sealed
+    before unreadable: their emails then fail rather than go out with a link that the new
+    secret could not have issued anyway.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"saas-backend outbox seal v1"
+        ).derive(settings.jwt_secret.get_secret_value().encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    def seal(self, values: dict[str, str]) -> str:
+        import json
+
+        return self._fernet.encrypt(json.dumps(values).encode()).decode()
+
+    def unseal(self, sealed: str) -> dict[str, str]:
+        """The sealed values; `InvalidTokenError` if altered or sealed with another key."""
+        import json
+
+        from cryptography.fernet import InvalidToken
+
+        try:
+            values: dict[str, str] = json.loads(self._fernet.decrypt(sealed.encode()))
+        except (InvalidToken, ValueError):
+            raise InvalidTokenError("cannot unseal") from None
+        return values
+
+
+_SEALERS: dict[str, Sealer] = {}
+
+
+def sealer_for(settings: Settings) -> Sealer:
+    """The `Sealer` of these settings' secret, built once per secret (the HKDF runs once)."""
+    secret = settings.jwt_secret.get_secret_value()
+    sealer = _SEALERS.get(secret)
+    if sealer is None:
+        sealer = _SEALERS[secret] = Sealer(settings)
+    return sealer
 
 
 async def get_passwords(request: Request) -> Passwords:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import asyncpg
 from httpx import AsyncClient, Response
 from jose import jwt
 
@@ -57,3 +58,12 @@ async def login(
         f"{API}/auth/login", json={"email": email, "password": password}, **kwargs
     )
     return assert_token_pair(response)
+
+
+async def age_rotations(db_conn: asyncpg.Connection, seconds: int = 60) -> None:
+    """Move every rotation into the past, beyond the refresh grace window."""
+    await db_conn.execute(
+        "UPDATE refresh_tokens SET used_at = used_at - make_interval(secs => $1) "
+        "WHERE used_at IS NOT NULL",
+        float(seconds),
+    )

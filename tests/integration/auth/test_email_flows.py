@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -165,3 +166,50 @@ class TestPasswordReset:
         )
         assert_problem(response, 400, "INVALID_CREDENTIALS")
         assert await mails(drain_jobs, smtp_sink) == []
+
+
+class TestLinksAtRest:
+    async def test_queued_reset_and_verification_links_are_sealed_in_the_outbox(
+        self,
+        client: AsyncClient,
+        make_user: UserFactory,
+        drain_jobs: DrainJobs,
+        smtp_sink: SmtpSink,
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        """Until the worker sends them, a copy of the outbox holds no working link: the link
+        is sealed (Fernet, a key derived from APP_JWT_SECRET); the sent mail has it."""
+        await make_user(email="sealed@example.com")
+        forgot = await client.post(
+            f"{API}/auth/forgot-password", json={"email": "sealed@example.com"}
+        )
+        assert forgot.status_code == 202
+        registered = await client.post(
+            f"{API}/auth/register",
+            json={"email": "fresh@example.com", "password": PASSWORD, "full_name": "F"},
+        )
+        assert registered.status_code == 201
+        queued = [row["payload"] for row in await db_conn.fetch("SELECT payload::text FROM outbox")]
+        assert len(queued) == 2
+        for payload in queued:
+            assert "token=" not in payload
+            assert FRONTEND not in payload
+            assert '"sealed"' in payload
+        sent = await mails(drain_jobs, smtp_sink)
+        by_subject = {mail.subject: mail for mail in sent}
+        reset_token = token_from(by_subject["Reset your password"], "reset-password")
+        verify_token = token_from(by_subject["Verify your email"], "verify-email")
+        for payload in queued:
+            assert reset_token not in payload
+            assert verify_token not in payload
+        # The mailed links work, and once sent nothing of them is left in the row.
+        reset = await client.post(
+            f"{API}/auth/reset-password", json={"token": reset_token, "new_password": NEW_PASSWORD}
+        )
+        assert reset.status_code == 204
+        verified = await client.post(f"{API}/auth/verify-email", json={"token": verify_token})
+        assert verified.status_code == 204
+        after = [row["payload"] for row in await db_conn.fetch("SELECT payload FROM outbox")]
+        sealed = [json.loads(payload).get("sealed") for payload in after]
+        assert sealed.count({}) == 2  # the two links, scrubbed once sent
+        assert all(value in (None, {}) for value in sealed)  # (the password notice had none)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.dev import SmtpSink
+from app.features.auth.schemas import LoginIn
 from tests.conftest import DrainJobs
 from tests.integration.auth.helpers import API, bearer, login
 
@@ -74,3 +77,30 @@ async def test_register_login_and_refresh_log_no_secret(
         assert secret not in logs
     for secret in secrets:
         assert secret not in registered.text + me.text
+
+
+async def test_a_console_traceback_shows_no_local_variables(
+    make_client: Callable[..., Any], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`APP_LOG_FORMAT=console` (the development default): an exception in the middle of a
+    login is logged with its traceback, and the password in the frames' locals stays out."""
+    secret = "hunter2-console-pw"
+
+    def add_route(app: FastAPI) -> None:
+        @app.post("/test/login-crash")
+        async def crash(body: LoginIn) -> None:
+            password = body.password
+            raise RuntimeError(f"boom after {len(password)} characters")
+
+    client: AsyncClient = await make_client(setup=add_route, log_format="console")
+    capfd.readouterr()
+    response = await client.post(
+        "/test/login-crash", json={"email": "c@example.com", "password": secret}
+    )
+    assert response.status_code == 500
+    captured = capfd.readouterr()
+    output = re.sub(r"\x1b\[[0-9;]*m", "", captured.err + captured.out)  # no colours
+    assert "request.unhandled_error" in output
+    assert "RuntimeError" in output  # the traceback is there...
+    assert "boom after 18 characters" in output
+    assert secret not in output  # ...without the locals that hold the password

@@ -141,6 +141,28 @@ class TestClientAddress:
         assert [response.status_code for response in same] == [201] * 5 + [429]
 
 
+class TestIpv6Clients:
+    async def test_addresses_of_one_slash_64_share_a_bucket(
+        self, make_client: Callable[..., Any]
+    ) -> None:
+        apps: list[FastAPI] = []
+        await make_client(setup=apps.append)
+
+        async def register_from(address: str, number: int) -> int:
+            async with AsyncClient(
+                transport=ASGITransport(app=apps[0], client=(address, 1)),
+                base_url="http://testserver",
+            ) as http:
+                response = await http.post(f"{API}/auth/register", json=register_body(number))
+                return response.status_code
+
+        # A host hopping between addresses of its /64 gets the limit of one client (5/minute).
+        hops = [await register_from(f"2001:db8:0:1::{n + 1:x}", n) for n in range(6)]
+        assert hops == [201] * 5 + [429]
+        # Another /64 is another client.
+        assert await register_from("2001:db8:0:2::1", 50) == 201
+
+
 class TestFailedLoginsPerAccount:
     async def test_after_the_limit_every_attempt_is_429_even_with_the_right_password(
         self, make_client: Callable[..., Any], make_user: UserFactory

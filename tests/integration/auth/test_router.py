@@ -20,6 +20,7 @@ from app.features.users.models import Role
 from tests.conftest import DEFAULT_PASSWORD, TEST_JWT_SECRET, UserFactory
 from tests.integration.auth.helpers import (
     API,
+    age_rotations,
     assert_problem,
     assert_token_pair,
     bearer,
@@ -262,6 +263,7 @@ class TestRefresh:
                 f"{API}/auth/refresh", json={"refresh_token": stolen["refresh_token"]}
             )
         )
+        await age_rotations(db_conn)  # past the grace window
         reuse = await client.post(
             f"{API}/auth/refresh", json={"refresh_token": stolen["refresh_token"]}
         )
@@ -279,6 +281,9 @@ class TestRefresh:
             sid,
         )
         assert revoked is True
+        assert await db_conn.fetchval(
+            "SELECT revoked_at IS NOT NULL FROM login_sessions WHERE id = $1", sid
+        )
         ttl = await redis_client.ttl(revoked_session_key(claims(stolen["access_token"])["sid"]))
         assert 0 < ttl <= settings.access_token_ttl_seconds
         # The user's other session goes on.
@@ -438,9 +443,30 @@ class TestRoleInTokens:
 
 
 class TestConcurrentRefresh:
-    async def test_two_refreshes_with_one_token_at_once_get_one_pair_and_end_the_session(
+    async def test_two_refreshes_with_one_token_at_once_get_the_same_pair(
         self, client: AsyncClient, make_user: UserFactory
     ) -> None:
+        """Two tabs refreshing at once: within the grace window both get the one successor
+        pair that was issued, and the session goes on."""
+        await make_user(email="race@example.com")
+        pair = await login(client, "race@example.com")
+        body = {"refresh_token": pair["refresh_token"]}
+        first, second = await asyncio.gather(
+            client.post(f"{API}/auth/refresh", json=body),
+            client.post(f"{API}/auth/refresh", json=body),
+        )
+        assert assert_token_pair(first) == assert_token_pair(second)
+        me = await client.get(f"{API}/users/me", headers=bearer(first.json()["access_token"]))
+        assert me.status_code == 200
+        after = await client.post(
+            f"{API}/auth/refresh", json={"refresh_token": first.json()["refresh_token"]}
+        )
+        assert_token_pair(after)
+
+    async def test_without_a_grace_window_the_loser_ends_the_session(
+        self, make_client: Callable[..., Any], make_user: UserFactory
+    ) -> None:
+        client: AsyncClient = await make_client(refresh_reuse_grace_seconds=0)
         await make_user(email="race@example.com")
         pair = await login(client, "race@example.com")
         body = {"refresh_token": pair["refresh_token"]}
@@ -451,7 +477,7 @@ class TestConcurrentRefresh:
         assert sorted([first.status_code, second.status_code]) == [200, 401]
         winner = first if first.status_code == 200 else second
         # The loser presented a used token: theft as far as the server can tell, so even the
-        # winner's new pair dies with the session (a client must refresh one at a time).
+        # winner's new pair dies with the session.
         after = await client.post(
             f"{API}/auth/refresh", json={"refresh_token": winner.json()["refresh_token"]}
         )

@@ -64,6 +64,7 @@ def serve(services: Services, database_url: str, tmp_path: Path) -> Iterator[Ser
             APP_ENVIRONMENT="production",
             APP_DATABASE_URL=database_url,
             APP_REDIS_URL=services.redis_url,
+            APP_STORAGE_URL=services.storage_url,
             APP_JWT_SECRET=STRONG_SECRET,
             APP_STORAGE_URL=services.storage_url,
             APP_PORT=str(port),

@@ -198,7 +198,7 @@ class TestTransientFailures:
         assert record is not None
         assert (record["status"], record["attempts"], record["last_error"]) == ("sent", 3, None)
 
-    async def test_transient_failures_stop_when_the_tries_run_out(
+    async def test_transient_failures_stop_at_the_deadline(
         self,
         api: AsyncClient,
         make_settings: SettingsFactory,
@@ -206,21 +206,28 @@ class TestTransientFailures:
         smtp_sink: SmtpSink,
     ) -> None:
         outbox_id = await _queue_one(api)
-        smtp_sink.fail_next(*["451 4.3.0 Try again later"] * 4)
-        settings = make_settings(email_retry_backoff_seconds=0.01, email_max_tries=3)
+        smtp_sink.fail_next(*["451 4.3.0 Try again later"] * 500)
+        # A deadline of about half a second (in hours), retries every 50 ms at most.
+        settings = make_settings(
+            email_retry_backoff_seconds=0.05,
+            email_retry_max_backoff_seconds=0.05,
+            email_retry_deadline_hours=0.5 / 3600,
+        )
 
         worker = await drain(settings)
 
-        assert (worker.jobs_retried, worker.jobs_complete) == (2, 1)
+        assert worker.jobs_complete == 1
+        assert worker.jobs_retried >= 2
         assert smtp_sink.messages == []
         record = await delivery(db_conn, outbox_id)
         assert record is not None
-        assert (record["status"], record["attempts"]) == ("failed", 3)
+        assert record["status"] == "failed"
+        assert record["attempts"] == worker.jobs_retried + 1
         assert "451" in record["last_error"]
-        # Nothing is left to retry: the fourth prepared failure is never asked for.
+        # Nothing is left to retry.
         assert (await drain(settings)).jobs_complete == 0
 
-    async def test_an_unreachable_server_is_retried_then_given_up(
+    async def test_an_unreachable_server_is_retried_then_given_up_at_the_deadline(
         self,
         api: AsyncClient,
         make_settings: SettingsFactory,
@@ -229,15 +236,19 @@ class TestTransientFailures:
     ) -> None:
         outbox_id = await _queue_one(api)
         settings = make_settings(
-            smtp_port=free_port(), email_retry_backoff_seconds=0.01, email_max_tries=2
+            smtp_port=free_port(),
+            email_retry_backoff_seconds=0.05,
+            email_retry_deadline_hours=0.3 / 3600,
         )
 
         worker = await drain(settings)
 
-        assert (worker.jobs_retried, worker.jobs_complete) == (1, 1)
+        assert worker.jobs_complete == 1
+        assert worker.jobs_retried >= 1
         record = await delivery(db_conn, outbox_id)
         assert record is not None
-        assert (record["status"], record["attempts"]) == ("failed", 2)
+        assert record["status"] == "failed"
+        assert record["attempts"] == worker.jobs_retried + 1
         assert "SMTPConnect" in record["last_error"]
         assert smtp_sink.messages == []
 

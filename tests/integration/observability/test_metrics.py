@@ -149,13 +149,14 @@ class TestEmailOutcomes:
     async def test_sent_retried_and_failed_are_counted(
         self, api: AsyncClient, make_settings: SettingsFactory, smtp_sink: SmtpSink
     ) -> None:
-        settings = make_settings(email_max_tries=2, email_retry_backoff_seconds=0)
+        settings = make_settings(email_retry_backoff_seconds=0)
         outcomes = ("sent", "retried", "failed", "skipped")
         before = {o: value("email_deliveries_total", outcome=o) for o in outcomes}
         assert (await api.post("/test/emails", json={"to": "a@example.org"})).status_code == 201
         await drain(settings)
-        # Twice a transient failure: one retry, then the tries are used up.
-        smtp_sink.fail_next("451 4.3.0 Try again later", "451 4.3.0 Try again later")
+        # A transient failure (one retry), then a permanent refusal (failed). Transient ones
+        # alone are retried until APP_EMAIL_RETRY_DEADLINE_HOURS.
+        smtp_sink.fail_next("451 4.3.0 Try again later", "550 5.1.1 Mailbox unavailable")
         assert (await api.post("/test/emails", json={"to": "b@example.org"})).status_code == 201
         await drain(settings)
         deltas = {o: value("email_deliveries_total", outcome=o) - before[o] for o in outcomes}

@@ -176,6 +176,19 @@ class TestProxyConfig:
         assert "X-Forwarded-For $proxy_add_x_forwarded_for" in conf
         assert "listen 8080;" in conf
 
+    def test_nginx_keeps_metrics_and_ready_off_the_public_server(
+        self, stack: dict[str, Any]
+    ) -> None:
+        conf = (ROOT / "deploy" / "nginx.conf").read_text()
+        public, internal = conf.split("listen 8080;")[1].split("listen 8081;")
+        assert "location = /metrics {\n            return 404;" in public
+        assert "location = /ready {\n            return 404;" in public
+        assert "deny all;" in internal
+        assert "allow 0.0.0.0/0" not in internal
+        assert "location ~ ^/(ready|metrics)$" in internal
+        # The internal port is never published to the host.
+        assert not any("8081" in port for port in stack["proxy"]["ports"])
+
 
 class TestEnvExample:
     def test_lists_every_setting(self) -> None:

@@ -7,6 +7,7 @@ compose file and the routes of the app.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,9 @@ class TestSettings:
         self, config: dict[str, str], secret: dict[str, str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.chdir(ROOT / "deploy")  # no stray .env
+        for name in list(os.environ):  # only what the manifests provide
+            if name.startswith("APP_"):
+                monkeypatch.delenv(name)
         values = {
             name.removeprefix("APP_").lower(): value
             for name, value in {**config, **secret}.items()

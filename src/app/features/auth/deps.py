@@ -24,11 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.database import SessionDep, session_factory_from
 from app.core.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
 from app.core.ratelimit import get_rate_limiter
-from app.core.reads import ReadConnectionDep
+from app.core.reads import ReadConnection, ReadConnectionDep
 from app.core.redis import RedisDep
 from app.core.security import InvalidTokenError, PasswordsDep, TokenClaims, Tokens, TokensDep
 from app.features.auth.service import AuthService
 from app.features.auth.sessions import REVOKED_SESSION_KEY, revoked_session_key
+from app.features.organizations.errors import InsufficientScopeError
+from app.features.organizations.keyauth import authenticate_key, is_api_key
 from app.features.users.models import Role, User
 from app.features.users.queries import UserQueries, UserView
 from app.features.users.service import UserService
@@ -62,11 +64,19 @@ class Authenticated:
 
 async def _claims(request: Request, token: str | None) -> TokenClaims:
     """The claims of a valid access token whose session has not ended."""
-    if not token:
-        raise UnauthorizedError("Missing bearer token")
+    if token and is_api_key(token):
+        # An organization API key: 401 if it is not a live key, else 403 (API.md: a key never
+        # reaches a route of people; the routes that take keys use their own dependency).
+        await authenticate_key(request, token)
+        raise InsufficientScopeError("API keys may not use this route")
     # Tokens and Redis straight from the app's state, not as dependencies of their own: this
     # runs on every authenticated request, and each FastAPI dependency costs about 10 us.
-    state = request.app.state
+    return await _claims_of(request.app.state, token)
+
+
+async def _claims_of(state: Any, token: str | None) -> TokenClaims:
+    if not token:
+        raise UnauthorizedError("Missing bearer token")
     tokens: Tokens = state.tokens
     redis: ArqRedis = state.redis
     try:
@@ -120,11 +130,26 @@ async def get_viewer(
     return viewer
 
 
+async def authenticate_viewer(
+    state: Any, token: str | None, connection: ReadConnection
+) -> tuple[UserView, TokenClaims]:
+    """The viewer behind an access token and its claims, for a connection that is not a
+    request (the event streams' WebSocket authenticates with its first message): the same
+    checks as every request's."""
+    claims = await _claims_of(state, token)
+    viewer = await UserQueries(connection).get(claims.subject)
+    _check_account(viewer, claims)
+    assert viewer is not None
+    return viewer, claims
+
+
 async def get_optional_viewer(
     request: Request, token: BearerToken, connection: ReadConnectionDep
 ) -> UserView | None:
-    """The caller when a valid token is sent; anonymous (None) otherwise, never an error."""
-    if not token:
+    """The caller when a valid token is sent; anonymous (None) otherwise, never an error.
+
+    An API key is served as an anonymous caller (API.md: the public catalog)."""
+    if not token or is_api_key(token):
         return None
     try:
         return await get_viewer(request, token, connection)

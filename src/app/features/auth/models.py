@@ -21,11 +21,36 @@ def _timestamp(*, nullable: bool, index: bool = False) -> sa.Column[datetime]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index)
 
 
+class LoginSession(UUIDModel, table=True):
+    """A login: the `sid` of every token it issues, through every rotation of its refresh token.
+
+    The row is what refresh and revocation agree on. Both lock it (`SELECT ... FOR UPDATE`)
+    before they act, so a logout (or a reuse detection) and a refresh of the same session run
+    one after the other: a refresh that committed first has its new tokens revoked by the
+    logout, and one that comes second finds `revoked_at` set and gets 401.
+    """
+
+    __tablename__ = "login_sessions"
+
+    user_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+    )
+    revoked_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+
+
 class RefreshToken(UUIDModel, table=True):
-    """One refresh token of a session. A session is every token sharing `session_id`.
+    """One refresh token of a login session (`session_id`).
 
     Rotation marks the presented token used (`used_at`) and issues the next one in the same
-    session; presenting a used token again revokes every token of the session.
+    session; presenting a used token again (after the grace window) revokes the session.
     """
 
     __tablename__ = "refresh_tokens"
@@ -35,7 +60,14 @@ class RefreshToken(UUIDModel, table=True):
             sa.Uuid(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
         )
     )
-    session_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    session_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid(),
+            sa.ForeignKey("login_sessions.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
     jti_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     created_at: datetime = Field(
         default_factory=utcnow,

@@ -3,13 +3,64 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import utcnow, uuid7
-from app.features.auth.models import EmailToken, EmailTokenPurpose, RefreshToken
+from app.features.auth.models import EmailToken, EmailTokenPurpose, LoginSession, RefreshToken
+
+
+@dataclass(frozen=True, slots=True)
+class LockedSession:
+    user_id: uuid.UUID
+    revoked: bool
+
+
+class LoginSessionRepository:
+    """The session rows. `lock` and the revoking UPDATEs take the row lock that orders a
+    refresh and a revocation of the same session one after the other."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        table = LoginSession.__table__  # type: ignore[attr-defined]
+        await self.session.execute(
+            sa.insert(table).values(id=session_id, user_id=user_id, created_at=utcnow())
+        )
+
+    async def lock(self, session_id: uuid.UUID) -> LockedSession | None:
+        """`SELECT ... FOR UPDATE`: waits for a concurrent refresh or revocation to commit."""
+        table = LoginSession.__table__  # type: ignore[attr-defined]
+        result = await self.session.execute(
+            sa.select(table.c.user_id, table.c.revoked_at)
+            .where(table.c.id == session_id)
+            .with_for_update()
+        )
+        row = result.first()
+        return LockedSession(row.user_id, row.revoked_at is not None) if row else None
+
+    async def revoke(self, session_id: uuid.UUID) -> bool:
+        """Mark the session revoked (the UPDATE waits for the row lock of a refresh)."""
+        table = LoginSession.__table__  # type: ignore[attr-defined]
+        result = await self.session.execute(
+            sa.update(table)
+            .where(table.c.id == session_id, table.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def revoke_user(self, user_id: uuid.UUID) -> int:
+        table = LoginSession.__table__  # type: ignore[attr-defined]
+        result = await self.session.execute(
+            sa.update(table)
+            .where(table.c.user_id == user_id, table.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class RefreshTokenRepository:
@@ -17,7 +68,13 @@ class RefreshTokenRepository:
         self.session = session
 
     async def add(
-        self, *, user_id: uuid.UUID, session_id: uuid.UUID, jti_hash: str, expires_at: datetime
+        self,
+        *,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        jti_hash: str,
+        issued_at: datetime,
+        expires_at: datetime,
     ) -> None:
         # One INSERT, not an ORM object and a flush: every login and refresh writes a token,
         # and nothing reads it back within the request.
@@ -28,7 +85,9 @@ class RefreshTokenRepository:
                 user_id=user_id,
                 session_id=session_id,
                 jti_hash=jti_hash,
-                created_at=utcnow(),
+                # The token's own `iat`: a pair re-issued in the grace window is signed again
+                # from it, byte for byte (see AuthService.refresh).
+                created_at=issued_at,
                 expires_at=expires_at,
             )
         )

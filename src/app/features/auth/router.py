@@ -126,8 +126,15 @@ async def token(
 async def refresh(body: RefreshIn, auth: AuthServiceDep, response: Response) -> TokenPair:
     """Trade a refresh token for a new pair; the presented refresh token stops working.
 
-    Presenting an already used refresh token again is treated as theft: 401, and every token
-    of that session is revoked. The user's other sessions go on.
+    **Grace window.** The same refresh token presented again within
+    `APP_REFRESH_REUSE_GRACE_SECONDS` (default 5 s) of its rotation gets the pair that rotation
+    already issued (the same tokens), as long as that pair's refresh token is unused: two tabs
+    refreshing at once both carry on (RFC 9700, section 4.14.2).
+
+    **Reuse detection.** Presented later, or after its successor was rotated in turn, an
+    already used refresh token is treated as theft: 401, and every token of that session is
+    revoked. The user's other sessions go on. A refresh of a logged-out session is 401, also
+    when the logout and the refresh race.
     """
     issued = await auth.refresh(body.refresh_token)
     return token_pair(issued, response)
@@ -143,7 +150,8 @@ async def logout(body: RefreshIn, caller: CurrentAuth, auth: AuthServiceDep) -> 
     """End this session: its access and refresh tokens stop working at once.
 
     The session of the bearer token ends, and the refresh token's too if it is another
-    session of the same user. Other sessions go on.
+    session of the same user, including any pair that a refresh racing this logout hands out.
+    Other sessions go on.
     """
     await auth.logout(caller.user, access=caller.claims, refresh_token=body.refresh_token)
 

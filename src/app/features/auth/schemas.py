@@ -148,6 +148,7 @@ class IssuedTokens:
     refresh_token: str
     expires_in: int
     session_id: uuid.UUID
+    issued_at: int = 0  # the pair's `iat`
 
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -1,15 +1,18 @@
 """The account life cycle: registration, login, sessions and their refresh tokens, email flows.
 
-A login starts a *session* (`sid` in each of its tokens). Each refresh token is stored as the
-SHA-256 of its `jti`; refreshing consumes it atomically and issues the next one of the session.
-Presenting a consumed token again means two parties hold the session (the token was stolen or
-leaked): the whole session is revoked, in PostgreSQL and, for its access tokens, in Redis until
-the last of them expires. Password changes, resets, deactivation and role changes bump the user's
-`token_version` instead, which every token carries: all of the user's tokens fail at once.
+A login starts a *session*: a `LoginSession` row whose id is the `sid` of each of its tokens.
+Each refresh token is stored as the SHA-256 of its `jti`; refreshing locks the session row,
+consumes the token atomically and issues the next one of the session. Presenting a consumed
+token again (past a short grace window) means two parties hold the session (the token was
+stolen or leaked): the whole session is revoked, in PostgreSQL and, for its access tokens, in
+Redis until the last of them expires. Password changes, resets, deactivation and role
+changes bump the user's `token_version` instead, which every token carries: all of the user's
+tokens fail at once (and their sessions and reset links are revoked too).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -24,7 +27,15 @@ from app.core.email import queue_email
 from app.core.errors import ServiceUnavailableError
 from app.core.logging import get_logger
 from app.core.ratelimit import RateLimiter, email_identity, rate_limited
-from app.core.security import InvalidTokenError, Passwords, TokenClaims, Tokens, digest, new_secret
+from app.core.security import (
+    InvalidTokenError,
+    Passwords,
+    TokenClaims,
+    Tokens,
+    digest,
+    new_secret,
+    sealer_for,
+)
 from app.features.auth.errors import (
     AccountDisabledError,
     InvalidCredentialsError,
@@ -108,7 +119,9 @@ class AuthService:
             self.session,
             to=user.email,
             template="verify_email",
-            context={"full_name": user.full_name, "link": self._link("verify-email", token)},
+            context={"full_name": user.full_name},
+            secret_context={"link": self._link("verify-email", token)},
+            sealer=sealer_for(self.settings),
         )
         log.info("auth.verification_queued", user_id=str(user.id))
 
@@ -136,7 +149,9 @@ class AuthService:
             self.session,
             to=user.email,
             template="reset_password",
-            context={"full_name": user.full_name, "link": self._link("reset-password", token)},
+            context={"full_name": user.full_name},
+            secret_context={"link": self._link("reset-password", token)},
+            sealer=sealer_for(self.settings),
         )
         log.info("auth.reset_queued", user_id=str(user.id))
 
@@ -227,13 +242,31 @@ class AuthService:
             await self.limiter.clear(failures, FAILED_LOGIN_SCOPE, email_identity(email))
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
+        """The next pair of the token's session; the presented refresh token is used up.
+
+        The session row is locked first (`SELECT ... FOR UPDATE`), so a logout or a reuse
+        detection of the same session runs entirely before or entirely after this refresh:
+        before, and its `revoked_at` refuses this refresh; after, and it revokes the pair this
+        refresh issues (in PostgreSQL and, for the access token, in Redis).
+
+        The same refresh token presented again within `APP_REFRESH_REUSE_GRACE_SECONDS` of its
+        rotation (two tabs refreshing at once) gets the successor pair that was already issued,
+        signed again byte for byte, as long as that pair is unused (RFC 9700, 4.14.2). Later,
+        or once the successor was itself rotated, it is reuse: the session is revoked.
+        """
         try:
             claims = self.tokens.decode(refresh_token, "refresh")
         except InvalidTokenError:
             raise InvalidRefreshTokenError from None
+        locked = await self.sessions.login_sessions.lock(claims.session_id)
+        if locked is None or locked.revoked or locked.user_id != claims.subject:
+            raise InvalidRefreshTokenError
         jti_hash = digest(claims.jti)
         consumed = await self.refresh_tokens.consume(jti_hash)
         if consumed is None:
+            replayed = await self._replay_in_grace(claims, jti_hash)
+            if replayed is not None:
+                return replayed
             await self._refuse_refresh(claims, jti_hash)
             raise InvalidRefreshTokenError
         user_id, session_id = consumed
@@ -246,8 +279,52 @@ class AuthService:
             or user.token_version != claims.version
         ):
             raise InvalidRefreshTokenError
-        issued = await self._issue(user, session_id)
+        issued = await self._issue(user, session_id, jti=self._successor_jti(claims.jti))
         log.info("auth.refreshed", user_id=str(user.id), session_id=str(session_id))
+        return issued
+
+    def _successor_jti(self, jti: str) -> str:
+        return self.tokens.derive("refresh-successor", jti)
+
+    async def _replay_in_grace(self, claims: TokenClaims, jti_hash: str) -> IssuedTokens | None:
+        """The successor pair again, if `claims` names a token rotated within the grace window
+        whose successor is still live; None otherwise (the caller treats it as reuse)."""
+        grace = self.settings.refresh_reuse_grace_seconds
+        if grace <= 0:
+            return None
+        known = await self.refresh_tokens.find(jti_hash)
+        now = utcnow()
+        if (
+            known is None
+            or known.used_at is None
+            or known.revoked_at is not None
+            or (now - known.used_at).total_seconds() > grace
+        ):
+            return None
+        successor_jti = self._successor_jti(claims.jti)
+        successor = await self.refresh_tokens.find(digest(successor_jti))
+        if (
+            successor is None
+            or successor.used_at is not None
+            or successor.revoked_at is not None
+            or successor.expires_at <= now
+        ):
+            return None
+        user = await self.users.get(known.user_id)
+        if (
+            user is None
+            or not user.is_active
+            or user.id != claims.subject
+            or user.token_version != claims.version
+        ):
+            return None
+        issued = self._sign_pair(
+            user,
+            known.session_id,
+            jti=successor_jti,
+            issued_at=int(successor.created_at.timestamp()),
+        )
+        log.info("auth.refresh_replayed", user_id=str(user.id), session_id=str(known.session_id))
         return issued
 
     async def _refuse_refresh(self, claims: TokenClaims, jti_hash: str) -> None:
@@ -257,9 +334,8 @@ class AuthService:
             return
         session_id, user_id = known.session_id, known.user_id  # the rollback expires `known`
         # The revocation must outlive this request, which fails (401) and rolls back, so it is
-        # committed on its own. This request's transaction is rolled back first: the UPDATE that
-        # found the token used can still hold its row lock (PostgreSQL keeps the lock taken to
-        # re-check a concurrently updated row), and the revocation below would wait on it.
+        # committed on its own, after this request's transaction (and its lock on the session
+        # row) is rolled back: the revocation takes that lock in its turn.
         await self.session.rollback()
         async with session_scope(self.session_factory) as own:
             revoked = await SessionService(own).revoke(session_id)
@@ -275,7 +351,11 @@ class AuthService:
             log.error("auth.session_denylist_failed", session_id=str(session_id))
 
     async def logout(self, user: User, *, access: TokenClaims, refresh_token: str) -> None:
-        """End the caller's session, and the refresh token's if it is another of theirs."""
+        """End the caller's session, and the refresh token's if it is another of theirs.
+
+        Each session's row is locked by the revocation, so a refresh racing this logout either
+        committed before (and its new pair is revoked here) or waits and is refused.
+        """
         ended = {access.session_id}
         try:
             claims = self.tokens.decode(refresh_token, "refresh")
@@ -296,31 +376,43 @@ class AuthService:
             raise ServiceUnavailableError("Cannot end the session right now") from None
 
     async def _start_session(self, user: User) -> IssuedTokens:
-        return await self._issue(user, uuid7())
+        session_id = uuid7()
+        await self.sessions.login_sessions.add(session_id=session_id, user_id=user.id)
+        return await self._issue(user, session_id, jti=new_secret())
 
-    async def _issue(self, user: User, session_id: uuid.UUID) -> IssuedTokens:
+    async def _issue(self, user: User, session_id: uuid.UUID, *, jti: str) -> IssuedTokens:
+        issued = self._sign_pair(user, session_id, jti=jti, issued_at=int(time.time()))
+        await self.refresh_tokens.add(
+            user_id=user.id,
+            session_id=session_id,
+            jti_hash=digest(jti),
+            issued_at=datetime.fromtimestamp(issued.issued_at, UTC),
+            expires_at=datetime.fromtimestamp(issued.issued_at + self.tokens.refresh_ttl, UTC),
+        )
+        return issued
+
+    def _sign_pair(
+        self, user: User, session_id: uuid.UUID, *, jti: str, issued_at: int
+    ) -> IssuedTokens:
+        """The access and refresh token of one issue; the same arguments sign the same pair."""
         access, _ = self.tokens.encode(
             type="access",
             subject=user.id,
             session_id=session_id,
             version=user.token_version,
             role=user.role.value,
+            jti=self.tokens.derive("access", jti)[:32],
+            now=issued_at,
         )
-        jti = new_secret()
-        refresh, refresh_claims = self.tokens.encode(
+        refresh, _ = self.tokens.encode(
             type="refresh",
             subject=user.id,
             session_id=session_id,
             version=user.token_version,
             jti=jti,
+            now=issued_at,
         )
-        await self.refresh_tokens.add(
-            user_id=user.id,
-            session_id=session_id,
-            jti_hash=digest(jti),
-            expires_at=datetime.fromtimestamp(refresh_claims.expires_at, UTC),
-        )
-        return IssuedTokens(access, refresh, self.tokens.access_ttl, session_id)
+        return IssuedTokens(access, refresh, self.tokens.access_ttl, session_id, issued_at)
 
     # Helpers
 

@@ -52,6 +52,7 @@ class Order(UUIDModel, TimestampMixin, table=True):
         Index("ix_orders_user_id_created_at_id", "user_id", "created_at", "id"),
         Index("ix_orders_status_created_at_id", "status", "created_at", "id"),
         Index("ix_orders_created_at_id", "created_at", "id"),
+        Index("ix_orders_organization_id_created_at_id", "organization_id", "created_at", "id"),
     )
 
     user_id: uuid.UUID = Field(
@@ -63,6 +64,11 @@ class Order(UUIDModel, TimestampMixin, table=True):
     total_cents: int = Field(sa_type=BigInteger, nullable=False)
     currency: str = Field(sa_type=String(3), nullable=False)
     note: str | None = Field(default=None, sa_type=String(500), nullable=True)
+    # Null for a personal order. RESTRICT: organizations are soft-deleted and their orders kept.
+    organization_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(Uuid, ForeignKey("organizations.id", ondelete="RESTRICT"), nullable=True),
+    )
 
 
 class OrderLine(SQLModel, table=True):

@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.reads import ReadConnection, ReadQuery, Row, read_query
 from app.features.orders.models import Order, OrderLine, OrderStatus
+from app.features.organizations.access import OrgAccess
 from app.shared.pagination import PageParams
 
 
@@ -46,6 +47,7 @@ class OrderView:
 
     id: uuid.UUID
     user_id: uuid.UUID
+    organization_id: uuid.UUID | None  # null for a personal order
     status: OrderStatus
     items: tuple[LineView, ...]
     total_cents: int
@@ -115,7 +117,7 @@ def _one_order(*, own: bool) -> ReadQuery:
     )
 
 
-def _page(*, own: bool, status: bool) -> tuple[ReadQuery, ReadQuery]:
+def _page(*, own: bool, status: bool, org: bool = False) -> tuple[ReadQuery, ReadQuery]:
     """A page of orders newest first (id breaks ties) with their lines, and the count.
 
     The page is a subquery along the index of its filter, then joined with the lines: one
@@ -125,6 +127,8 @@ def _page(*, own: bool, status: bool) -> tuple[ReadQuery, ReadQuery]:
     conditions: list[ColumnElement[bool]] = [true()]
     if own:
         conditions.append(_ORDERS.c.user_id == bindparam("user_id"))
+    if org:
+        conditions.append(_ORDERS.c.organization_id == bindparam("organization_id"))
     if status:
         conditions.append(_ORDERS.c.status == bindparam("status"))
     page = (
@@ -189,6 +193,7 @@ _KEYSET_PAGES = {
 _ORDER = _one_order(own=False)
 _OWN_ORDER = _one_order(own=True)
 # One compiled pair per combination of filters, so that each gets the plan of its own index.
+_ORG_PAGES = {status: _page(own=False, status=status, org=True) for status in (False, True)}
 _PAGES = {
     (own, status): _page(own=own, status=status)
     for own in (False, True)
@@ -226,6 +231,7 @@ def _order(row: Row, lines: list[LineView]) -> OrderView:
     return OrderView(
         row["id"],
         row["user_id"],
+        row["organization_id"],
         OrderStatus(row["status"]),
         tuple(lines),
         row["total_cents"],
@@ -273,11 +279,22 @@ class OrderQueries:
         return orders[:limit], len(orders) > limit
 
     async def page(
-        self, params: PageParams, *, owner: uuid.UUID | None, status: OrderStatus | None
+        self,
+        params: PageParams,
+        *,
+        owner: uuid.UUID | None,
+        status: OrderStatus | None,
+        organization: OrgAccess | None = None,
     ) -> OrderPageView:
-        """A page of orders newest first: `owner`'s, or everyone's; optionally of one status."""
-        page_query, count_query = _PAGES[(owner is not None, status is not None)]
+        """A page of orders newest first: `owner`'s, or everyone's, or (`organization`, an
+        access resolved for the caller) the organization's; optionally of one status."""
+        if organization is not None:
+            page_query, count_query = _ORG_PAGES[status is not None]
+        else:
+            page_query, count_query = _PAGES[(owner is not None, status is not None)]
         filters: dict[str, object] = {}
+        if organization is not None:
+            filters["organization_id"] = organization.org_id
         if owner is not None:
             filters["user_id"] = owner
         if status is not None:

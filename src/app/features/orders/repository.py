@@ -21,10 +21,10 @@ from app.features.orders.queries import OrderView
 _ADD_ORDER = text(
     """
     WITH new_order AS (
-        INSERT INTO orders (id, user_id, status, total_cents, currency, note, created_at,
-                            updated_at)
-        VALUES (CAST(:id AS uuid), :user_id, :status, :total_cents, :currency, :note,
-                CAST(:created_at AS timestamptz), :updated_at)
+        INSERT INTO orders (id, user_id, organization_id, status, total_cents, currency, note,
+                            created_at, updated_at)
+        VALUES (CAST(:id AS uuid), :user_id, CAST(:organization_id AS uuid), :status,
+                :total_cents, :currency, :note, CAST(:created_at AS timestamptz), :updated_at)
     ), new_lines AS (
         INSERT INTO order_lines (order_id, position, product_id, sku, name, unit_price_cents,
                                  quantity, line_total_cents)
@@ -54,6 +54,7 @@ class OrderRepository:
         params: dict[str, Any] = {
             "id": order.id,
             "user_id": order.user_id,
+            "organization_id": order.organization_id,
             "status": order.status.value,
             "total_cents": order.total_cents,
             "currency": order.currency,

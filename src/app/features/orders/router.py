@@ -16,6 +16,7 @@ from app.core.errors import (
     error_responses,
 )
 from app.core.idempotency import IDEMPOTENCY_ERRORS, REPLAYED_HEADERS, idempotent
+from app.core.reads import ReadConnection, ReadConnectionDep
 from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, CurrentUser, Viewer, is_admin
 from app.features.orders.cursor import order_key, order_scope, parse_order_key
@@ -28,6 +29,7 @@ from app.features.orders.errors import (
 from app.features.orders.models import OrderStatus
 from app.features.orders.queries import (
     OrderCursorPageView,
+    OrderView,
     cursor_page_json,
     order_json,
     page_json,
@@ -39,8 +41,16 @@ from app.features.orders.schemas import (
     OrderPage,
     OrderStatusUpdate,
 )
+from app.features.organizations.deps import Caller, OrderReader, OrgServiceDep, ReaderAccess
+from app.features.organizations.errors import (
+    InsufficientScopeError,
+    OrganizationNotFoundError,
+    OrgRoleForbiddenError,
+)
+from app.features.organizations.queries import OrgQueries
 from app.features.products.errors import InsufficientStockError, ProductUnavailableError
 from app.shared.cursor import CursorParams, Cursors, ListParamsDep
+from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/orders", tags=["orders"])
 
@@ -84,6 +94,8 @@ def _unavailable_lines(exc: ProductUnavailableError) -> ValidationFailedError:
         201: {"description": "Created (or replayed)", "headers": _CREATED_HEADERS},
         **error_responses(
             *_AUTH_ERRORS,
+            InsufficientScopeError,
+            OrganizationNotFoundError,
             EmailNotVerifiedError,
             InsufficientStockError,
             *IDEMPOTENCY_ERRORS,
@@ -93,12 +105,32 @@ def _unavailable_lines(exc: ProductUnavailableError) -> ValidationFailedError:
     },
 )
 async def create_order(
-    customer: Customer, data: OrderCreate, service: OrderServiceDep, request: Request
+    customer: Customer,
+    data: OrderCreate,
+    service: OrderServiceDep,
+    orgs: OrgServiceDep,
+    request: Request,
 ) -> Response:
     """Place an order. Prices come from the catalog; the stock of every line is taken at once
-    or not at all (409 `INSUFFICIENT_STOCK`). Send an `Idempotency-Key` to retry safely."""
+    or not at all (409 `INSUFFICIENT_STOCK`). Send an `Idempotency-Key` to retry safely.
+
+    With `organization_id` the order is the organization's (you must be a member, else 404).
+    An API key with `orders:write` orders for its own organization."""
+    organization_id = data.organization_id
+    if customer.api_key is not None:
+        if organization_id not in (None, customer.api_key.organization_id):
+            raise OrganizationNotFoundError(organization_id)
+        organization_id = customer.api_key.organization_id
+    elif organization_id is not None:
+        # 404 for a non-member (platform admins too): the access is the proof of membership.
+        organization_id = (await orgs.access_for_member(customer.id, organization_id)).org_id
     try:
-        order = await service.create(customer, data)
+        order = await service.create(
+            customer.user,
+            data,
+            organization_id=organization_id,
+            by_api_key=customer.api_key is not None,
+        )
     except ProductUnavailableError as exc:
         raise _unavailable_lines(exc) from None
     location = request.app.url_path_for("get_order", order_id=str(order.id))
@@ -154,20 +186,40 @@ async def list_orders(
 @router.get(
     "/{order_id}",
     response_model=OrderOut,
-    responses=error_responses(*_AUTH_ERRORS, OrderNotFoundError),
+    responses=error_responses(*_AUTH_ERRORS, InsufficientScopeError, OrderNotFoundError),
 )
-async def get_order(viewer: Viewer, order_id: uuid.UUID, queries: OrderQueriesDep) -> Response:
-    """One of your orders (admins: any order). Someone else's order is 404."""
-    order = await queries.get(order_id, owner=None if is_admin(viewer) else viewer.id)
-    if order is None:
+async def get_order(
+    caller: OrderReader,
+    order_id: uuid.UUID,
+    queries: OrderQueriesDep,
+    connection: ReadConnectionDep,
+) -> Response:
+    """One of your orders, or of an organization you are a member of (admins: any order); an
+    API key with `orders:read`: its organization's. Any other order is 404."""
+    order = await queries.get(order_id, owner=None)
+    if order is None or not await _may_read(caller, order, connection):
         raise OrderNotFoundError(order_id)
     return _json(order_json(order))
+
+
+async def _may_read(caller: Caller, order: OrderView, connection: ReadConnection) -> bool:
+    if caller.key is not None:
+        return order.organization_id == caller.key.organization_id
+    assert caller.user is not None
+    if is_admin(caller.user) or order.user_id == caller.user.id:
+        return True
+    if order.organization_id is None:
+        return False
+    # One indexed lookup, and only for someone else's order of an organization.
+    return await OrgQueries(connection).access(order.organization_id, caller.user.id) is not None
 
 
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderOut,
-    responses=error_responses(*_AUTH_ERRORS, OrderNotFoundError, InvalidTransitionError),
+    responses=error_responses(
+        *_AUTH_ERRORS, OrgRoleForbiddenError, OrderNotFoundError, InvalidTransitionError
+    ),
 )
 async def cancel_order(
     user: CurrentUser, order_id: uuid.UUID, service: OrderServiceDep
@@ -191,3 +243,26 @@ async def change_order_status(
     paid (admin). Each change is recorded; the owner is emailed on shipped and cancelled."""
     order = await service.change_status(order_id, data.status, actor=admin)
     return _json(order_json(order))
+
+
+# The organization's orders: a route of the organizations tag, served by the orders read side.
+org_router = make_router(tags=["organizations"])
+
+
+@org_router.get(
+    "/organizations/{org_id}/orders",
+    operation_id="organizations-orders-list",
+    response_model=OrderPage,
+    responses=error_responses(*_AUTH_ERRORS, InsufficientScopeError, OrganizationNotFoundError),
+)
+async def list_organization_orders(
+    access: ReaderAccess,
+    queries: OrderQueriesDep,
+    params: PageParamsDep,
+    status_filter: Annotated[
+        OrderStatus | None, Query(alias="status", description="Only orders in this status.")
+    ] = None,
+) -> Response:
+    """The organization's orders, newest first (members; an API key with `orders:read`)."""
+    page = await queries.page(params, owner=None, status=status_filter, organization=access)
+    return _json(page_json(page))

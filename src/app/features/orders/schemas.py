@@ -42,6 +42,11 @@ class OrderCreate(_Request):
 
     items: Annotated[list[OrderLineCreate], Field(min_length=1, max_length=MAX_LINES)]
     note: Annotated[str, Field(max_length=500)] | None = None
+    organization_id: uuid.UUID | None = Field(
+        default=None,
+        description="Order for this organization (you must be a member, else 404). An API "
+        "key orders for its own organization: leave it out or send that one.",
+    )
 
     @field_validator("items")
     @classmethod
@@ -79,7 +84,7 @@ class OrderOut(BaseModel):
                 {
                     "id": "0190f1c2-7d4e-7a51-9f0e-3c2b1a0d9e8f",
                     "user_id": "0190f1b8-2c3d-7e4f-8a5b-6c7d8e9f0a1b",
-                    "organization_id": None,
+                    "organization_id": "0190f1b9-3a4b-7c5d-8e6f-7a8b9c0d1e2f",
                     "status": "pending",
                     "items": [
                         {
@@ -103,6 +108,7 @@ class OrderOut(BaseModel):
 
     id: uuid.UUID
     user_id: uuid.UUID
+    organization_id: uuid.UUID | None = Field(description="Null for a personal order.")
     status: OrderStatus
     items: list[OrderLineOut]
     total_cents: int

@@ -14,15 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.database import utcnow, uuid7
 from app.core.email import queue_email
 from app.core.logging import get_logger
+from app.features.events.publisher import ORDER_CREATED, ORDER_STATUS_CHANGED, order_event
 from app.features.orders.errors import (
     EmailNotVerifiedError,
     InvalidTransitionError,
     OrderNotFoundError,
 )
 from app.features.orders.models import Order, OrderLine, OrderStatus, OrderStatusChange
-from app.features.orders.queries import LineView, OrderView
+from app.features.orders.queries import LineView, OrderView, order_json
 from app.features.orders.repository import OrderRepository
 from app.features.orders.schemas import OrderCreate
+from app.features.organizations.errors import OrgRoleForbiddenError
+from app.features.organizations.models import OrgRole
+from app.features.organizations.service import member_role
 from app.features.products.service import ProductService, StockLine
 from app.features.users.models import Role, User
 from app.features.users.service import UserService
@@ -55,6 +59,7 @@ def view_of(order: Order, lines: list[OrderLine]) -> OrderView:
     return OrderView(
         order.id,
         order.user_id,
+        order.organization_id,
         order.status,
         tuple(
             LineView(
@@ -119,13 +124,22 @@ class OrderService:
         if self.require_verified_email and not user.is_verified:
             raise EmailNotVerifiedError
 
-    async def create(self, user: User, data: OrderCreate) -> OrderView:
+    async def create(
+        self,
+        user: User,
+        data: OrderCreate,
+        *,
+        organization_id: uuid.UUID | None = None,
+        by_api_key: bool = False,
+    ) -> OrderView:
         """Price the lines from the catalog and take their stock, all lines or none.
 
         Every refusal (unavailable products, insufficient stock) is raised by the catalog
-        before anything is written, so a refused order leaves nothing behind.
+        before anything is written, so a refused order leaves nothing behind. An organization's
+        API key orders in its creator's name whatever became of that account (API.md).
         """
-        self.check_may_order(user)
+        if not by_api_key:
+            self.check_may_order(user)
         stock_lines = [StockLine(item.product_id, item.quantity) for item in data.items]
         products = await self.products.take_stock(stock_lines)
         items = tuple(
@@ -143,6 +157,7 @@ class OrderService:
         order = OrderView(
             id=uuid7(),
             user_id=user.id,
+            organization_id=organization_id,
             status=OrderStatus.pending,
             items=items,
             total_cents=sum(line.line_total_cents for line in items),
@@ -152,6 +167,7 @@ class OrderService:
             updated_at=now,
         )
         await self.repository.add(order, changed_by=user.id)
+        await order_event(self.session, ORDER_CREATED, order, order_json(order))
         await queue_email(
             self.session, to=user.email, template="order_confirmed", context=email_context(order)
         )
@@ -168,11 +184,24 @@ class OrderService:
 
     async def cancel(self, order_id: uuid.UUID, *, actor: User) -> OrderView:
         """Cancel: the owner from `pending`, an admin from `pending` or `paid`; the stock goes
-        back."""
+        back. An organization's order: also its owners and admins, as its owner would; its
+        other members see it but may not cancel it (403); anyone else gets 404."""
         admin = is_admin(actor)
-        order = await self.repository.get_for_update(order_id, user_id=None if admin else actor.id)
+        order = await self.repository.get_for_update(order_id, user_id=None)
         if order is None:
             raise OrderNotFoundError(order_id)
+        if not admin and order.user_id != actor.id:
+            role = (
+                await member_role(self.session, order.organization_id, actor.id)
+                if order.organization_id is not None
+                else None
+            )
+            if role is None:
+                raise OrderNotFoundError(order_id)
+            if role not in (OrgRole.owner, OrgRole.admin):
+                raise OrgRoleForbiddenError(
+                    "Only the member who placed it, an owner or an admin may cancel it"
+                )
         if not admin and order.status not in OWNER_CANCELLABLE:
             raise InvalidTransitionError(order.status, OrderStatus.cancelled)
         return await self._transition(order, OrderStatus.cancelled, actor=actor)
@@ -204,6 +233,7 @@ class OrderService:
             )
         )
         out = view_of(order, lines)
+        await order_event(self.session, ORDER_STATUS_CHANGED, out, order_json(out))
         template = _STATUS_EMAILS.get(target)
         if template is not None:
             owner = await UserService(self.session).get(order.user_id)

@@ -8,10 +8,12 @@ columns.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import String, Table, bindparam, func, or_, select, true
+from sqlalchemy import String, Table, Uuid, any_, bindparam, func, or_, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.reads import ReadConnection, ReadQuery, Row, read_query
@@ -53,6 +55,20 @@ class UserView:
 # The view's fields, looked up in the table's metadata: a column renamed or dropped fails here.
 _COLUMNS = [_USERS.c[field.name] for field in fields(UserView)]
 _BY_ID = read_query(select(*_COLUMNS).where(_USERS.c.id == bindparam("user_id")))
+_TOKEN_STATES = read_query(
+    select(_USERS.c.id, _USERS.c.is_active, _USERS.c.token_version, _USERS.c.role).where(
+        _USERS.c.id == any_(bindparam("user_ids", type_=ARRAY(Uuid())))
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What decides whether a user's tokens still hold (and what they may see)."""
+
+    is_active: bool
+    token_version: int
+    role: Role
 
 
 def _search_queries(*, role: bool, is_active: bool, q: bool) -> tuple[ReadQuery, ReadQuery]:
@@ -96,6 +112,17 @@ class UserQueries:
     async def get(self, user_id: uuid.UUID) -> UserView | None:
         row = await self.connection.fetchrow(_BY_ID, user_id=user_id)
         return None if row is None else UserView.from_row(row)
+
+    async def token_states(self, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, TokenState]:
+        """The token state of each of these users that exists, in one query (long-lived
+        connections re-check theirs in bulk)."""
+        if not user_ids:
+            return {}
+        rows = await self.connection.fetch(_TOKEN_STATES, user_ids=list(user_ids))
+        return {
+            row["id"]: TokenState(row["is_active"], row["token_version"], Role(row["role"]))
+            for row in rows
+        }
 
     async def search(
         self,

@@ -20,6 +20,13 @@ class UserRepository:
     async def get(self, user_id: uuid.UUID) -> User | None:
         return await self.session.get(User, user_id)
 
+    async def get_many(self, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, User]:
+        """The accounts of these ids (missing ones left out), by id."""
+        if not user_ids:
+            return {}
+        result = await self.session.execute(sa.select(User).where(col(User.id).in_(user_ids)))
+        return {user.id: user for user in result.scalars().all()}
+
     async def get_by_email(self, email: str) -> User | None:
         result = await self.session.execute(
             sa.select(User).where(User.email == email.strip().lower())  # type: ignore[arg-type]

@@ -19,6 +19,8 @@ from app.core.routing import make_router
 from app.features.auth.deps import AdminUser, AdminViewer, AuthServiceDep, CurrentUser, Viewer
 from app.features.auth.errors import WrongPasswordError
 from app.features.auth.schemas import PasswordChangeIn, TokenPair, token_pair
+from app.features.organizations.deps import OrgServiceDep
+from app.features.organizations.errors import LastOwnerError
 from app.features.users.deps import UserServiceDep
 from app.features.users.errors import LastAdminError, UserNotFoundError
 from app.features.users.models import Role, User
@@ -69,13 +71,15 @@ async def change_password(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(LastAdminError, *AUTH),
+    responses=error_responses(LastAdminError, LastOwnerError, *AUTH),
 )
-async def deactivate_me(user: CurrentUser, users: UserServiceDep) -> None:
+async def deactivate_me(user: CurrentUser, users: UserServiceDep, orgs: OrgServiceDep) -> None:
     """Deactivate the caller's account and revoke all its tokens; orders are kept.
 
-    The last active admin gets 409 LAST_ADMIN.
+    The last active admin gets 409 LAST_ADMIN; the last active owner of an organization that
+    has other members 409 LAST_OWNER.
     """
+    await orgs.check_account_can_close(user)
     await users.deactivate(user)
 
 
@@ -126,17 +130,24 @@ async def read_user(
 @router.patch(
     "/{user_id}",
     response_model=UserOut,
-    responses=error_responses(UserNotFoundError, LastAdminError, *ADMIN),
+    responses=error_responses(UserNotFoundError, LastAdminError, LastOwnerError, *ADMIN),
 )
 async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, admin: AdminUser, users: UserServiceDep
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    admin: AdminUser,
+    users: UserServiceDep,
+    orgs: OrgServiceDep,
 ) -> User:
     """Change an account's name, role or activity (admins only).
 
     A role change or a deactivation makes every earlier token of that account fail at once.
-    Demoting or deactivating the last active admin is 409 LAST_ADMIN.
+    Demoting or deactivating the last active admin is 409 LAST_ADMIN; deactivating the last
+    active owner of an organization that has other members is 409 LAST_OWNER.
     """
     user = await users.require(user_id)
+    if body.is_active is False and user.is_active:
+        await orgs.check_account_can_close(user)
     return await users.update(
         user, full_name=body.full_name, role=body.role, is_active=body.is_active
     )

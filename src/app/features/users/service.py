@@ -23,6 +23,10 @@ class UserService:
     async def get(self, user_id: uuid.UUID) -> User | None:
         return await self.users.get(user_id)
 
+    async def get_many(self, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, User]:
+        """Accounts by id, in one query (other features show members' names and emails)."""
+        return await self.users.get_many(user_ids)
+
     async def require(self, user_id: uuid.UUID) -> User:
         user = await self.users.get(user_id)
         if user is None:

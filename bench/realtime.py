@@ -1,0 +1,448 @@
+"""Real-time events under load (issue 15): idle WebSockets and fan-out latency.
+
+Two scenarios against one `saas serve` process (`--workers 1`), on a fresh database:
+
+- `ws_idle`: N idle, authenticated WebSocket connections (default 5,000). Reports the server's
+  memory per connection (RSS growth / N; target <= 20 KB) and `GET /health`'s p99 with and
+  without them (target: within 10 %).
+- `ws_fanout`: C connected clients (default 1,000: one per user, plus a few admins that see every
+  event) while orders are placed through the API at R per second (default 50). Reports the
+  latency from the event's `at` (stamped inside the order's transaction, just before its commit)
+  to its receipt, p50 and p99 (target p99 <= 100 ms), and events lost (expected deliveries, by
+  the audience rules, that never arrived; target 0) and duplicated.
+
+    python -m bench.realtime                      # the real run (the lead's, on a quiet machine)
+    python -m bench.realtime --idle 50 --clients 20 --rate 5 --duration 3   # a quick check
+
+Services as `bench.run` finds them (APP_BENCH_DATABASE_URL / APP_BENCH_REDIS_URL, else local,
+else embedded). Results: a Markdown file under bench/results/ (or --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.services import create_database, drop_database, dsn, find_services
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.realtime", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--idle", type=int, default=5000, help="idle WebSocket connections (5000)")
+    parser.add_argument("--clients", type=int, default=1000, help="fan-out clients (1000)")
+    parser.add_argument(
+        "--admins", type=int, default=10, help="of which admins, who see every event (10)"
+    )
+    parser.add_argument("--rate", type=float, default=50.0, help="orders per second (50)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of orders (30)")
+    parser.add_argument(
+        "--health-requests", type=int, default=3000, help="/health requests per p99 sample"
+    )
+    parser.add_argument("--scenarios", default="ws_idle,ws_fanout", help="ws_idle,ws_fanout")
+    parser.add_argument("--output", type=Path, default=None, help="results file (Markdown)")
+    parser.add_argument("--embedded", action="store_true", help="skip the local services")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/events/ws"
+
+    def rss_kb(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(match.group(1)) if match else 0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def start_server(env: dict[str, str], port: int, log: Path) -> Server:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--workers", "1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(process, port, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"saas serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(server.url + "/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError("saas serve did not become ready")
+
+
+async def seed(database_url: str, users: int, admins: int) -> tuple[list[dict[str, Any]], str]:
+    """Users (plain ones, then admins) and one product with stock for every order."""
+    from app.core.database import uuid7
+
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        rows = []
+        for number in range(users + admins):
+            rows.append(
+                (
+                    uuid7(),
+                    f"rt{number}-{secrets.token_hex(3)}@example.com",
+                    "not-a-hash",
+                    f"Realtime {number}",
+                    "admin" if number >= users else "user",
+                )
+            )
+        await conn.executemany(
+            "INSERT INTO users (id, email, password_hash, full_name, role, is_active, "
+            "is_verified, token_version) VALUES ($1, $2, $3, $4, $5, true, true, 0)",
+            rows,
+        )
+        product = uuid7()
+        await conn.execute(
+            "INSERT INTO products (id, sku, name, price_cents, stock, is_active) "
+            "VALUES ($1, 'RT-BENCH-1', 'Realtime bench product', 100, 100000000, true)",
+            product,
+        )
+    finally:
+        await conn.close()
+    return [{"id": r[0], "role": r[4]} for r in rows], str(product)
+
+
+def minter(env: dict[str, str]) -> Any:
+    from app.config import load_settings
+    from app.core.database import uuid7
+    from app.core.security import Tokens
+
+    tokens = Tokens(
+        load_settings(
+            _env_file=None,
+            environment="test",
+            database_url=env["APP_DATABASE_URL"],
+            redis_url=env["APP_REDIS_URL"],
+            jwt_secret=env["APP_JWT_SECRET"],
+            storage_url=env["APP_STORAGE_URL"],
+            access_token_ttl_seconds=7200,
+        )
+    )
+
+    def mint(user: dict[str, Any]) -> str:
+        token, _ = tokens.encode(
+            type="access", subject=user["id"], session_id=uuid7(), version=0, role=user["role"]
+        )
+        return token
+
+    return mint
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def health_p99(url: str, requests: int) -> float:
+    """p99 of `GET /health` in ms, 8 at a time (wrk when installed, else httpx)."""
+    if shutil.which("wrk") and requests >= 1000:
+        seconds = max(3, requests // 1000)
+        wrk = await asyncio.create_subprocess_exec(
+            "wrk",
+            "-t1",
+            "-c8",
+            f"-d{seconds}s",
+            "--latency",
+            url + "/health",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out = (await wrk.communicate())[0].decode()
+        match = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+        if match:
+            value, unit = float(match.group(1)), match.group(2)
+            return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url) as http:
+        queue = iter(range(requests))
+
+        async def worker() -> None:
+            for _ in queue:
+                started = time.perf_counter()
+                response = await http.get("/health")
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+    return percentile(latencies, 99)
+
+
+async def open_clients(server: Server, tokens: list[str]) -> list[Any]:
+    """One authenticated WebSocket per token, in the tokens' order."""
+    from websockets.asyncio.client import connect
+
+    limit = asyncio.Semaphore(100)
+
+    async def one(token: str) -> Any:
+        async with limit:
+            ws = await connect(server.ws_url, open_timeout=60, max_queue=None)
+            await ws.send(json.dumps({"type": "auth", "access_token": token}))
+            ready = json.loads(await ws.recv())
+            assert ready["type"] == "ready", ready
+            return ws
+
+    return list(await asyncio.gather(*(one(token) for token in tokens)))
+
+
+@dataclass
+class Results:
+    lines: list[str] = field(default_factory=list)
+
+
+async def ws_idle(
+    server: Server, users: list[dict[str, Any]], mint: Any, args: argparse.Namespace, out: Results
+) -> None:
+    baseline_p99 = await health_p99(server.url, args.health_requests)
+    await asyncio.sleep(1)
+    rss_before = server.rss_kb()
+    tokens = [mint(users[number % len(users)]) for number in range(args.idle)]
+    started = time.monotonic()
+    sockets = await open_clients(server, tokens)
+    opened_in = time.monotonic() - started
+    await asyncio.sleep(3)
+    rss_after = server.rss_kb()
+    loaded_p99 = await health_p99(server.url, args.health_requests)
+    per_connection = (rss_after - rss_before) / max(1, len(sockets))
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    change = (loaded_p99 / baseline_p99 - 1) * 100 if baseline_p99 else float("nan")
+    out.lines += [
+        "## ws_idle: idle WebSocket connections on one worker",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| connections | {len(sockets)} (opened in {opened_in:.1f} s) | {args.idle} |",
+        f"| server RSS before / after | {rss_before / 1024:.1f} MiB / "
+        f"{rss_after / 1024:.1f} MiB | |",
+        f"| memory per connection | {per_connection:.1f} KB | <= 20 KB |",
+        f"| /health p99 without / with them | {baseline_p99:.2f} ms / {loaded_p99:.2f} ms "
+        f"({change:+.0f} %) | within 10 % |",
+        "",
+    ]
+
+
+async def ws_fanout(
+    server: Server,
+    users: list[dict[str, Any]],
+    product: str,
+    mint: Any,
+    args: argparse.Namespace,
+    out: Results,
+) -> None:
+    plain = [user for user in users if user["role"] == "user"][: max(0, args.clients - args.admins)]
+    admins = [user for user in users if user["role"] == "admin"][: args.admins]
+    clients = plain + admins
+    sockets = await open_clients(server, [mint(user) for user in clients])
+    received: list[list[tuple[str, str, float, str]]] = [[] for _ in clients]
+
+    async def listen(index: int, ws: Any) -> None:
+        try:
+            async for raw in ws:
+                now = time.time()
+                message = json.loads(raw)
+                if message.get("type") == "event":
+                    received[index].append(
+                        (message["data"]["id"], message["event"], now, message["at"])
+                    )
+        except Exception:
+            return
+
+    listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(sockets)]
+    placed: list[tuple[str, int]] = []  # (order id, index of its owner among the clients)
+    failures = 0
+    tokens = [mint(user) for user in plain]
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        interval = 1 / args.rate
+        total = int(args.duration * args.rate)
+        start = time.monotonic()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def place(number: int) -> None:
+            nonlocal failures
+            owner = number % len(plain)
+            response = await http.post(
+                "/api/v1/orders",
+                json={"items": [{"product_id": product, "quantity": 1}]},
+                headers={"Authorization": f"Bearer {tokens[owner]}"},
+            )
+            if response.status_code == 201:
+                placed.append((response.json()["id"], owner))
+            else:
+                failures += 1
+
+        for number in range(total):
+            delay = start + number * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(place(number))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.gather(*pending)
+        elapsed = time.monotonic() - start
+    await asyncio.sleep(3)
+    for task in listeners:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+    latencies: list[float] = []
+    lost = duplicates = 0
+    admin_indexes = range(len(plain), len(clients))
+    for order_id, owner in placed:
+        for index in (owner, *admin_indexes):
+            hits = [r for r in received[index] if r[0] == order_id and r[1] == "order.created"]
+            if not hits:
+                lost += 1
+                continue
+            duplicates += len(hits) - 1
+            at = dt.datetime.fromisoformat(hits[0][3].replace("Z", "+00:00")).timestamp()
+            latencies.append((hits[0][2] - at) * 1000)
+    foreign = sum(
+        1
+        for index in range(len(plain))
+        for order_id, _, _, _ in received[index]
+        if not any(o == order_id and owner == index for o, owner in placed)
+    )
+    out.lines += [
+        "## ws_fanout: commit to receipt",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| clients | {len(sockets)} ({len(admins)} admins see every event) | {args.clients} |",
+        f"| orders placed | {len(placed)} in {elapsed:.1f} s ({len(placed) / elapsed:.1f}/s), "
+        f"{failures} failed | {args.rate:g}/s |",
+        f"| deliveries expected | {len(placed) * (1 + len(admins))} | |",
+        f"| latency p50 / p99 / max | {percentile(latencies, 50):.1f} / "
+        f"{percentile(latencies, 99):.1f} / {max(latencies, default=float('nan')):.1f} ms "
+        "| p99 <= 100 ms |",
+        f"| lost / duplicated / another user's | {lost} / {duplicates} / {foreign} | 0 / 0 / 0 |",
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from app.cli import run_migrations
+    from app.dev import free_port
+
+    wanted = {name.strip() for name in args.scenarios.split(",") if name.strip()}
+    started = dt.datetime.now(dt.UTC)
+    out = Results(
+        [
+            f"# Real-time events bench, {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"`python -m bench.realtime {' '.join(argv if argv is not None else sys.argv[1:])}`"
+            f" on {os.cpu_count()} CPUs, one server process (`saas serve --workers 1`).",
+            "",
+        ]
+    )
+    services = find_services(embedded=args.embedded)
+    name = f"bench_rt_{started:%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}.log"
+    failed = False
+    try:
+        database_url = asyncio.run(create_database(services.database_url, name))
+        try:
+            run_migrations(database_url)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "PROMETHEUS_"))}
+            env.update(
+                APP_ENVIRONMENT="production",
+                APP_DATABASE_URL=database_url,
+                APP_REDIS_URL=services.redis_url,
+                APP_JWT_SECRET=secrets.token_urlsafe(48),
+                APP_LOG_LEVEL="WARNING",
+                APP_LOG_FORMAT="json",
+                APP_RATE_LIMIT_ENABLED="false",
+                APP_ACCESS_TOKEN_TTL_SECONDS="7200",
+                APP_SMTP_PORT=str(free_port()),
+                # Required in production; nothing here touches an image (the S3 client is made
+                # on first use), so nothing needs to listen there.
+                APP_STORAGE_URL=f"s3://bench-media?endpoint=http://127.0.0.1:{free_port()}",
+                APP_DB_POOL_SIZE="10",
+            )
+            users, product = asyncio.run(seed(database_url, max(args.clients, 100), args.admins))
+            mint = minter(env)
+            server = start_server(env, free_port(), log)
+            try:
+                if "ws_idle" in wanted:
+                    print(f"bench.realtime: ws_idle with {args.idle} connections", flush=True)
+                    asyncio.run(ws_idle(server, users, mint, args, out))
+                if "ws_fanout" in wanted:
+                    print(
+                        f"bench.realtime: ws_fanout with {args.clients} clients at {args.rate:g}/s",
+                        flush=True,
+                    )
+                    asyncio.run(ws_fanout(server, users, product, mint, args, out))
+            finally:
+                server.stop()
+        finally:
+            asyncio.run(drop_database(services.database_url, name))
+    except Exception as exc:
+        failed = True
+        out.lines += [f"**the run stopped early**: {type(exc).__name__}: {exc}", ""]
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        services.stop()
+    path = args.output or RESULTS / f"realtime-{started:%Y-%m-%d}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out.lines) + "\n")
+    print("\n".join(out.lines))
+    print(f"bench.realtime: results written to {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Whether the sessions behind long-lived connections still hold, checked for many at once.
+
+A request is authenticated once (`deps.authenticate`); a connection that stays open (the event
+streams) must stop when its session ends. This applies the same rules to a whole process's
+connections in two round trips: the session denylist in Redis (logout, theft) and the accounts
+in PostgreSQL (deactivation, and the token version that a password change, reset or role change
+bumps).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app.core.reads import ReadConnection
+from app.features.auth.sessions import revoked_session_key
+from app.features.users.models import Role
+from app.features.users.queries import UserQueries
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    token_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    ended: frozenset[uuid.UUID]  # session ids whose tokens no longer hold
+    roles: dict[uuid.UUID, Role]  # the current role of each user whose sessions hold
+
+
+async def check_sessions(
+    redis: Redis, connection: ReadConnection, refs: Sequence[SessionRef]
+) -> Liveness:
+    """Which of these sessions have ended; raises on a Redis or database outage."""
+    if not refs:
+        return Liveness(frozenset(), {})
+    session_ids = list(dict.fromkeys(ref.session_id for ref in refs))
+    async with redis.pipeline(transaction=False) as pipe:
+        for session_id in session_ids:
+            pipe.exists(revoked_session_key(session_id))
+        revoked = {sid for sid, hit in zip(session_ids, await pipe.execute(), strict=True) if hit}
+    states = await UserQueries(connection).token_states(list({ref.user_id for ref in refs}))
+    ended = set(revoked)
+    roles: dict[uuid.UUID, Role] = {}
+    for ref in refs:
+        state = states.get(ref.user_id)
+        if state is None or not state.is_active or state.token_version != ref.token_version:
+            ended.add(ref.session_id)
+        else:
+            roles[ref.user_id] = state.role
+    return Liveness(frozenset(ended), roles)

@@ -1,0 +1,403 @@
+"""One process's share of the event streams: its connections, one stream reader, the fan-out.
+
+Each server process runs one `Hub`. Its reader follows the admins' stream (which holds every
+event, with the event's audiences) with one blocking XREAD at a time, whatever the number of
+connections, and hands each event to the connections of the process that listen to one of its
+audiences, through a bounded queue per connection. A second loop re-checks every connection's
+session, token and memberships every few seconds (in bulk: two round trips for the whole
+process), closing the ones whose session ended and updating what the others listen to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from types import FrameType
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.core.logging import get_logger
+from app.core.reads import ReadConnection
+from app.features.auth.liveness import SessionRef, check_sessions
+from app.features.events import metrics
+from app.features.events.audience import viewer_audiences
+from app.features.events.store import ALL_STREAM, REDIS_DOWN, Event, StreamId, event_from_entry
+from app.features.users.models import Role
+
+log = get_logger(__name__)
+
+# Close codes (WebSocket; an SSE response simply ends).
+CLOSE_UNAUTHORIZED = 4401  # no, late or invalid auth; session revoked; token expired
+CLOSE_API_KEY = 4403  # API keys may not open event streams
+CLOSE_SLOW = 1008  # too many live events queued behind the connection
+CLOSE_RESTART = 1012  # the server is shutting down: reconnect
+CLOSE_TRY_LATER = 1013  # sessions cannot be checked (Redis or the database is away)
+CLIENT_GONE = 1000  # the client went away (internal: nothing is sent)
+
+# How long the reader blocks in one XREAD; its socket waits a little longer.
+_READ_BLOCK_MS = 1000
+
+
+class Connection:
+    """One client's stream: who it is, what it listens to, and its bounded queue."""
+
+    __slots__ = (
+        "audiences",
+        "cancelled_send",
+        "close_code",
+        "connected_at",
+        "expires_at",
+        "is_admin",
+        "limit",
+        "pump",
+        "queue",
+        "sending",
+        "sent_after",
+        "session_id",
+        "token_version",
+        "transport",
+        "user_id",
+        "wake",
+    )
+
+    def __init__(
+        self,
+        *,
+        transport: str,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        token_version: int,
+        expires_at: int,
+        is_admin: bool,
+        audiences: frozenset[str],
+        limit: int,
+    ) -> None:
+        self.transport = transport
+        self.user_id = user_id
+        self.session_id = session_id
+        self.token_version = token_version
+        self.expires_at = expires_at
+        self.is_admin = is_admin
+        self.audiences = audiences
+        self.limit = limit
+        self.queue: deque[Event] = deque()
+        self.wake = asyncio.Event()
+        self.close_code: int | None = None
+        # Events up to this id were sent already (by the replay): live copies are skipped.
+        self.sent_after: StreamId | None = None
+        self.connected_at = time.monotonic()
+        # The task that sends to the client, and whether it is waiting on the client right now
+        # (a slow reader): closing the stream then interrupts that wait.
+        self.pump: asyncio.Task[Any] | None = None
+        self.sending = False
+        self.cancelled_send = False
+
+    def offer(self, event: Event) -> None:
+        if self.close_code is not None:
+            return
+        if len(self.queue) >= self.limit:
+            metrics.DROPPED.labels(self.transport).inc(len(self.queue) + 1)
+            metrics.SLOW_DISCONNECTS.labels(self.transport).inc()
+            log.warning(
+                "events.slow_client_dropped",
+                transport=self.transport,
+                user_id=str(self.user_id),
+                queued=len(self.queue),
+            )
+            self.close(CLOSE_SLOW)
+            return
+        self.queue.append(event)
+        self.wake.set()
+
+    def close(self, code: int) -> None:
+        """End the stream with `code` (the first reason wins); its queue is dropped."""
+        if self.close_code is None:
+            self.close_code = code
+            self.queue.clear()
+            self.wake.set()
+            if self.sending and self.pump is not None and code != CLIENT_GONE:
+                self.cancelled_send = True
+                self.pump.cancel()
+
+    async def send(self, sending: Awaitable[None]) -> bool:
+        """Await one send to the client; False when the stream was closed meanwhile (the
+        client read too slowly), True once sent."""
+        self.sending = True
+        try:
+            await sending
+            return True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.cancelled_send and task is not None:
+                self.cancelled_send = False
+                task.uncancel()
+                return False
+            raise
+        finally:
+            self.sending = False
+
+    async def next(self, wait: float) -> Event | None:
+        """The next live event to send; None when the stream is closing or after `wait` seconds (for
+        a heartbeat: check `close_code`)."""
+        while True:
+            if self.close_code is not None:
+                return None
+            while self.queue:
+                event = self.queue.popleft()
+                if self.sent_after is not None and event.key <= self.sent_after:
+                    continue
+                return event
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:
+                return None
+
+
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: Redis,
+        engine: AsyncEngine,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.engine = engine
+        self.connections: set[Connection] = set()
+        self.by_audience: dict[str, set[Connection]] = {}
+        self.closing = False
+        self.reader_position: str | None = None
+        self._reader_redis: Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._restore_signals: list[tuple[int, Any]] = []
+        self._last_check_ok = time.monotonic()
+
+    # Life cycle -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return not self.closing
+
+    async def start(self, *background: Callable[[], Any]) -> None:
+        self._reader_redis = Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=_READ_BLOCK_MS / 1000 + self.settings.redis_timeout_seconds,
+            socket_connect_timeout=self.settings.redis_timeout_seconds,
+        )
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="events.reader"),
+            asyncio.create_task(self._check_loop(), name="events.checker"),
+            *(asyncio.create_task(job(), name="events.background") for job in background),
+        ]
+        self._hook_shutdown_signals()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        self._unhook_shutdown_signals()
+        # Every loop also checks `running`: redis-py swallows a cancellation that arrives while
+        # it connects, so a cancelled loop may only notice the flag a round later.
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_READ_BLOCK_MS / 1000 + 1)
+        if self._reader_redis is not None:
+            await self._reader_redis.aclose()
+        for transport in ("ws", "sse"):
+            metrics.CONNECTIONS.labels(transport).set(0)
+
+    def begin_shutdown(self) -> None:
+        """Close every stream with 1012 (SSE: end it) and refuse new ones."""
+        if self.closing:
+            return
+        self.closing = True
+        count = len(self.connections)
+        for connection in list(self.connections):
+            connection.close(CLOSE_RESTART)
+        log.info("events.shutdown", connections=count, pid=os.getpid())
+
+    def _hook_shutdown_signals(self) -> None:
+        """Under uvicorn, close the streams as soon as SIGTERM/SIGINT arrives.
+
+        uvicorn closes WebSockets with 1012 itself, but waits for streaming HTTP responses (SSE)
+        until the graceful-shutdown timeout and then cuts them: ending them at the signal lets
+        the shutdown finish early and cleanly. Only uvicorn's own handlers are wrapped (never a
+        test runner's), and the originals are put back on stop.
+        """
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                original = signal.getsignal(signum)
+            except ValueError:  # pragma: no cover - not the main thread
+                return
+            owner = getattr(original, "__self__", None)
+            if owner is None or not type(owner).__module__.startswith("uvicorn"):
+                continue
+            loop = asyncio.get_running_loop()
+
+            def handler(
+                sig: int,
+                frame: FrameType | None,
+                original: Any = original,
+                loop: asyncio.AbstractEventLoop = loop,
+            ) -> None:
+                loop.call_soon_threadsafe(self.begin_shutdown)
+                original(sig, frame)
+
+            try:
+                signal.signal(signum, handler)
+            except ValueError:  # pragma: no cover - not the main thread
+                return
+            self._restore_signals.append((signum, original))
+
+    def _unhook_shutdown_signals(self) -> None:
+        for signum, original in self._restore_signals:
+            with contextlib.suppress(ValueError):
+                signal.signal(signum, original)
+        self._restore_signals.clear()
+
+    # Connections ----------------------------------------------------------------------------
+
+    def register(self, connection: Connection) -> None:
+        if self.closing:
+            connection.close(CLOSE_RESTART)
+            return
+        self.connections.add(connection)
+        for audience in connection.audiences:
+            self.by_audience.setdefault(audience, set()).add(connection)
+        metrics.CONNECTIONS.labels(connection.transport).inc()
+
+    def unregister(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        self._unindex(connection, connection.audiences)
+        metrics.CONNECTIONS.labels(connection.transport).dec()
+
+    def _unindex(self, connection: Connection, audiences: Iterable[str]) -> None:
+        for audience in audiences:
+            members = self.by_audience.get(audience)
+            if members is not None:
+                members.discard(connection)
+                if not members:
+                    del self.by_audience[audience]
+
+    def listen_to(self, connection: Connection, audiences: frozenset[str]) -> None:
+        """Change what a connection listens to (a membership began or ended)."""
+        if audiences == connection.audiences or connection not in self.connections:
+            connection.audiences = audiences
+            return
+        self._unindex(connection, connection.audiences - audiences)
+        for audience in audiences - connection.audiences:
+            self.by_audience.setdefault(audience, set()).add(connection)
+        connection.audiences = audiences
+
+    def dispatch(self, event: Event) -> None:
+        """Hand an event to every connection of this process that may see it, and none other."""
+        targets: set[Connection] = set()
+        for audience in (*event.audiences, "admins"):
+            members = self.by_audience.get(audience)
+            if members:
+                targets |= members
+        for connection in targets:
+            connection.offer(event)
+
+    # The stream reader ----------------------------------------------------------------------
+
+    async def _start_position(self, redis: Redis) -> str:
+        try:
+            info = await redis.xinfo_stream(ALL_STREAM)
+        except REDIS_DOWN as exc:
+            if "no such key" in str(exc).lower():
+                return "0-0"
+            raise
+        last = info["last-generated-id"]
+        return last.decode() if isinstance(last, bytes) else str(last)
+
+    async def _read_loop(self) -> None:
+        redis = self._reader_redis
+        assert redis is not None
+        delay = 0.1
+        while self.running:
+            try:
+                if self.reader_position is None:
+                    self.reader_position = await self._start_position(redis)
+                response = await redis.xread(
+                    {ALL_STREAM: self.reader_position}, count=500, block=_READ_BLOCK_MS
+                )
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN as exc:
+                log.warning("events.reader_failed", error=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.1
+            for _stream, entries in response or ():
+                for entry_id, fields in entries:
+                    event = event_from_entry(entry_id, fields)
+                    if event is None:
+                        continue
+                    self.reader_position = event.id
+                    self.dispatch(event)
+
+    # Re-checking sessions and memberships ---------------------------------------------------
+
+    async def _check_loop(self) -> None:
+        interval = self.settings.events_recheck_seconds
+        while self.running:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_connections()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("events.check_failed")
+
+    async def check_connections(self) -> None:
+        """Close streams whose token expired or whose session ended; update what the others
+        listen to. When the check itself cannot run for longer than allowed (Redis or the
+        database away), close them with 1013: a revoked session must not keep receiving."""
+        now = time.time()
+        for connection in list(self.connections):
+            if connection.expires_at <= now:
+                connection.close(CLOSE_UNAUTHORIZED)
+        live = [c for c in self.connections if c.close_code is None]
+        if not live:
+            self._last_check_ok = time.monotonic()
+            return
+        refs = [SessionRef(c.session_id, c.user_id, c.token_version) for c in live]
+        reads = ReadConnection(self.engine)
+        try:
+            liveness = await check_sessions(self.redis, reads, refs)
+            viewers = {user_id: role == Role.admin for user_id, role in liveness.roles.items()}
+            audiences = await viewer_audiences(reads, viewers)
+        except Exception as exc:  # Redis or the database away, most likely: see below
+            return self._check_failed(exc)
+        finally:
+            await reads.close()
+        self._last_check_ok = time.monotonic()
+        for connection in live:
+            if connection.session_id in liveness.ended:
+                connection.close(CLOSE_UNAUTHORIZED)
+                continue
+            current = audiences.get(connection.user_id)
+            if current is not None:
+                self.listen_to(connection, current)
+
+    def _check_failed(self, exc: BaseException) -> None:
+        down_for = time.monotonic() - self._last_check_ok
+        log.warning("events.check_unavailable", error=type(exc).__name__, down_for=down_for)
+        # Within the 5 s of API.md, counting the next check's interval.
+        if down_for + self.settings.events_recheck_seconds > 5.0:
+            for connection in list(self.connections):
+                connection.close(CLOSE_TRY_LATER)

@@ -1,0 +1,149 @@
+"""One process's hub: who gets an event, the bounded queue, and the re-check that ends streams
+whose session ended, whose token expired or whose account changed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import asyncpg
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from app.core.database import uuid7
+from app.features.auth.sessions import revoked_session_key
+from app.features.events.hub import (
+    CLOSE_SLOW,
+    CLOSE_UNAUTHORIZED,
+    Connection,
+    Hub,
+)
+from app.features.events.store import Event
+from app.features.users.models import Role, User
+from tests.conftest import UserFactory
+
+
+def _connection(user: User, *, limit: int = 1000, expires_in: int = 900) -> Connection:
+    admin = user.role == Role.admin
+    return Connection(
+        transport="ws",
+        user_id=user.id,
+        session_id=uuid7(),
+        token_version=user.token_version,
+        expires_at=int(time.time()) + expires_in,
+        is_admin=admin,
+        audiences=frozenset({"admins"} if admin else {f"user:{user.id}"}),
+        limit=limit,
+    )
+
+
+def _event(number: int, *audiences: str) -> Event:
+    return Event(
+        id=f"{number}-0",
+        key=(number, 0),
+        name="order.created",
+        data="{}",
+        at="2026-12-07T00:00:00Z",
+        audiences=audiences,
+    )
+
+
+class TestFanOut:
+    async def test_an_event_reaches_its_audiences_and_the_admins_and_no_one_else(
+        self, app: FastAPI, make_user: UserFactory
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        alice, bob, admin = await make_user(), await make_user(), await make_user(role=Role.admin)
+        connections = {
+            name: _connection(user)
+            for name, user in {"alice": alice, "bob": bob, "admin": admin}.items()
+        }
+        for connection in connections.values():
+            hub.register(connection)
+        hub.dispatch(_event(1, f"user:{alice.id}"))
+        assert [len(c.queue) for c in connections.values()] == [1, 0, 1]
+        hub.dispatch(_event(2, f"user:{bob.id}", f"org:{uuid.uuid4()}"))
+        assert [len(c.queue) for c in connections.values()] == [1, 1, 2]
+        for connection in connections.values():
+            hub.unregister(connection)
+        assert hub.by_audience == {}
+
+    async def test_a_connection_that_falls_1000_events_behind_is_dropped_with_1008(
+        self, app: FastAPI, make_user: UserFactory
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        alice = await make_user()
+        slow, fast = _connection(alice), _connection(alice)
+        hub.register(slow)
+        hub.register(fast)
+        for number in range(1, 1001):
+            hub.dispatch(_event(number, f"user:{alice.id}"))
+            await fast.next(0)
+        assert slow.close_code is None
+        assert len(slow.queue) == 1000
+        hub.dispatch(_event(1001, f"user:{alice.id}"))
+        assert slow.close_code == CLOSE_SLOW
+        assert len(slow.queue) == 0  # its memory is released at once
+        assert await slow.next(0) is None
+        assert fast.close_code is None
+        assert (await fast.next(0)) is not None
+        hub.unregister(slow)
+        hub.unregister(fast)
+
+    async def test_events_already_replayed_are_not_sent_again_live(
+        self, app: FastAPI, make_user: UserFactory
+    ) -> None:
+        alice = await make_user()
+        connection = _connection(alice)
+        for number in (1, 2, 3):
+            connection.offer(_event(number, f"user:{alice.id}"))
+        connection.sent_after = (2, 0)
+        sent = await connection.next(0)
+        assert sent is not None
+        assert sent.id == "3-0"
+        assert await connection.next(0) is None
+
+
+class TestRecheck:
+    async def test_streams_of_ended_sessions_and_changed_accounts_close_4401_others_go_on(
+        self,
+        app: FastAPI,
+        make_user: UserFactory,
+        redis_client: Redis,
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        users = [await make_user() for _ in range(5)]
+        logged_out, deactivated, password_changed, expired, fine = (
+            _connection(user) for user in users
+        )
+        expired.expires_at = int(time.time()) - 1
+        for connection in (logged_out, deactivated, password_changed, expired, fine):
+            hub.register(connection)
+        await redis_client.set(revoked_session_key(logged_out.session_id), 1)
+        await db_conn.execute("UPDATE users SET is_active = false WHERE id = $1", users[1].id)
+        await db_conn.execute(
+            "UPDATE users SET token_version = token_version + 1 WHERE id = $1", users[2].id
+        )
+        await hub.check_connections()
+        for connection in (logged_out, deactivated, password_changed, expired):
+            assert connection.close_code == CLOSE_UNAUTHORIZED
+        assert fine.close_code is None
+        for connection in (logged_out, deactivated, password_changed, expired, fine):
+            hub.unregister(connection)
+
+    async def test_a_role_change_moves_nothing_before_the_token_fails(
+        self, app: FastAPI, make_user: UserFactory, db_conn: asyncpg.Connection
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        admin = await make_user(role=Role.admin)
+        connection = _connection(admin)
+        hub.register(connection)
+        # A role change bumps the token version (users service): the stream ends.
+        await db_conn.execute(
+            "UPDATE users SET role = 'user', token_version = token_version + 1 WHERE id = $1",
+            admin.id,
+        )
+        await hub.check_connections()
+        assert connection.close_code == CLOSE_UNAUTHORIZED
+        hub.unregister(connection)

@@ -1,0 +1,49 @@
+"""The OpenAPI document: API keys are a second security scheme (HTTP bearer), on exactly the
+routes that take them; the organization routes are documented with their errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+KEY_ROUTES = {
+    ("post", "/api/v1/orders"),
+    ("get", "/api/v1/orders/{order_id}"),
+    ("get", "/api/v1/organizations/{org_id}/orders"),
+}
+
+
+@pytest.fixture
+async def document(client: AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_api_keys_are_a_second_http_bearer_scheme(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKey"]["type"] == "http"
+    assert schemes["ApiKey"]["scheme"] == "bearer"
+    assert schemes["OAuth2PasswordBearer"]["type"] == "oauth2"
+
+
+def test_only_the_routes_that_take_keys_declare_the_key_scheme(document: dict[str, Any]) -> None:
+    with_keys = set()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if {"ApiKey": []} in operation.get("security", []):
+                with_keys.add((method, path))
+    assert with_keys == KEY_ROUTES
+    org_orders = document["paths"]["/api/v1/organizations/{org_id}/orders"]["get"]
+    assert org_orders["security"] == [{"OAuth2PasswordBearer": []}, {"ApiKey": []}]
+    assert org_orders["operationId"] == "organizations-orders-list"
+
+
+def test_organization_routes_document_their_errors(document: dict[str, Any]) -> None:
+    member = document["paths"]["/api/v1/organizations/{org_id}/members/{user_id}"]
+    assert {"401", "403", "404", "409", "422"} <= set(member["patch"]["responses"])
+    accept = document["paths"]["/api/v1/invitations/accept"]["post"]
+    assert {"400", "401", "403", "422"} <= set(accept["responses"])
+    assert "LAST_OWNER" in member["delete"]["responses"]["409"]["description"]
