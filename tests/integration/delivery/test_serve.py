@@ -66,7 +66,6 @@ def serve(services: Services, database_url: str, tmp_path: Path) -> Iterator[Ser
             APP_REDIS_URL=services.redis_url,
             APP_STORAGE_URL=services.storage_url,
             APP_JWT_SECRET=STRONG_SECRET,
-            APP_STORAGE_URL=services.storage_url,
             APP_PORT=str(port),
             APP_LOG_FORMAT="json",
             APP_DB_POOL_SIZE="2",
