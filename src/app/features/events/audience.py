@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from app.core.reads import ReadConnection
+from app.features.organizations.queries import OrgQueries
 
 ADMINS = "admins"
 
@@ -44,11 +45,8 @@ def order_audiences(order: OrderLike) -> list[str]:
 async def organizations_of(
     connection: ReadConnection, user_ids: Iterable[uuid.UUID]
 ) -> Mapping[uuid.UUID, Iterable[uuid.UUID]]:
-    """The organizations each user is a member of now (none until organizations exist).
-
-    The one function to change when organizations land: answer from their service.
-    """
-    return {}
+    """The live organizations each user is a member of now (from the organizations' read side)."""
+    return await OrgQueries(connection).organizations_of(user_ids)
 
 
 async def viewer_audiences(

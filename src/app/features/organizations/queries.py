@@ -4,8 +4,9 @@ the read routes that resolve an `OrgAccess` (one indexed lookup per request)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import ARRAY, Table, Uuid, any_, bindparam, select
 
 from app.core.reads import ReadConnection, read_query
 from app.features.organizations.access import OrgAccess, OrgSummary, member_access
@@ -31,6 +32,17 @@ _MEMBERSHIP = read_query(
     )
 )
 
+# The live organizations of many users at once: the real-time streams re-read their viewers'
+# audiences every few seconds in one round trip for all of a process's connections.
+_MEMBERSHIPS_OF = read_query(
+    select(_MEMBERS.c.user_id, _MEMBERS.c.organization_id)
+    .join_from(_MEMBERS, _ORGS, _ORGS.c.id == _MEMBERS.c.organization_id)
+    .where(
+        _MEMBERS.c.user_id == any_(bindparam("user_ids", type_=ARRAY(Uuid()))),
+        _ORGS.c.deleted_at.is_(None),
+    )
+)
+
 
 class OrgQueries:
     def __init__(self, connection: ReadConnection) -> None:
@@ -45,3 +57,13 @@ class OrgQueries:
             row["id"], row["name"], row["slug"], row["created_at"], row["updated_at"]
         )
         return member_access(summary, user_id=user_id, role=OrgRole(row["role"]))
+
+    async def organizations_of(
+        self, user_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The live organizations each of these users is a member of now."""
+        rows = await self.connection.fetch(_MEMBERSHIPS_OF, user_ids=list(user_ids))
+        memberships: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for row in rows:
+            memberships.setdefault(row["user_id"], []).append(row["organization_id"])
+        return memberships
