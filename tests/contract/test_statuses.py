@@ -116,29 +116,10 @@ async def unreachable(make_client: Callable[..., Any], settings: Settings) -> As
     return client
 
 
-# Routes that need only PostgreSQL: its outage still surfaces as a 500 until the API maps
-# connection errors to 503 (being done beside this test). Strict: the fix makes these XPASS and
-# fail, which says to empty this set.
-POSTGRES_OUTAGE_IS_500 = {
-    "GET /api/v1/products",
-    "GET /api/v1/products/{product_id}",
-    "GET /api/v1/products/{product_id}/images/{image_id}",
-    "POST /api/v1/auth/verify-email",
-    "POST /api/v1/auth/reset-password",
-}
-
-
 @pytest.mark.parametrize(
     "label",
     [
-        pytest.param(
-            label,
-            marks=pytest.mark.xfail(
-                label in POSTGRES_OUTAGE_IS_500,
-                reason="PostgreSQL outage answered 500",
-                strict=True,
-            ),
-        )
+        label
         for label, op in OPERATIONS.items()
         if "503" in op["responses"] and label not in OWN_503
     ],
