@@ -169,3 +169,15 @@ class TestFailureClassification:
         )
         assert [backoff_seconds(settings, n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
         assert backoff_seconds(settings, 30) == 1800.0  # APP_EMAIL_RETRY_MAX_BACKOFF_SECONDS
+
+
+def test_a_zero_backoff_still_gives_a_finite_schedule() -> None:
+    from app.core.email import MAX_SCHEDULED_TRIES, retry_schedule
+
+    settings = load_settings(
+        database_url="postgresql+asyncpg://x/y",
+        redis_url="redis://x",
+        jwt_secret="s" * 40,
+        email_retry_backoff_seconds=0,
+    )
+    assert retry_schedule(settings) == [0.0] * MAX_SCHEDULED_TRIES

@@ -258,12 +258,21 @@ def retry_delay(settings: Settings, job_try: int, elapsed_seconds: float) -> flo
     return min(backoff_seconds(settings, job_try), remaining)
 
 
+# With a zero backoff (allowed, tests retry at once) no wait ever reaches the deadline: bound the
+# schedule so that computing it always ends.
+MAX_SCHEDULED_TRIES = 1000
+
+
 def retry_schedule(settings: Settings) -> list[float]:
     """The waits between tries of an email whose every try fails at once: the whole policy,
-    computable without waiting (the last wait ends on the deadline)."""
+    computable without waiting (the last wait ends on the deadline, or at most
+    `MAX_SCHEDULED_TRIES` waits)."""
     delays: list[float] = []
     elapsed = 0.0
-    while (delay := retry_delay(settings, len(delays) + 1, elapsed)) is not None:
+    while (
+        len(delays) < MAX_SCHEDULED_TRIES
+        and (delay := retry_delay(settings, len(delays) + 1, elapsed)) is not None
+    ):
         delays.append(delay)
         elapsed += delay
     return delays
