@@ -23,6 +23,7 @@ def _view(note: str | None, tz: timezone = UTC) -> OrderView:
     return OrderView(
         id=uuid.uuid4(),
         user_id=uuid.uuid4(),
+        organization_id=uuid.uuid4(),
         status=OrderStatus.paid,
         items=(
             LineView(uuid.uuid4(), "SKU-1", "Crème brûlée ☕", 1250, 2, 2500),
