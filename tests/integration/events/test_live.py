@@ -65,16 +65,18 @@ class TestDelivery:
         mint_token: Mint,
         publisher: MakePublisher,
     ) -> None:
-        server = live_server()
+        # Two single-process servers rather than one with two workers: which worker the kernel
+        # hands a connection to is up to it, and on a quiet machine one may take them all.
+        servers = [live_server(workers=1), live_server(workers=1)]
         alice, bob, admin = (
             await make_user(),
             await make_user(),
             await make_user(role=Role.admin),
         )
-        # Enough connections that both processes hold some of each user's.
-        alices = [await open_ws(server, mint_token(alice)) for _ in range(6)]
-        bobs = [await open_ws(server, mint_token(bob)) for _ in range(3)]
-        admins = [await open_ws(server, mint_token(admin)) for _ in range(3)]
+        # Each process holds some of each user's connections.
+        alices = [await open_ws(servers[i % 2], mint_token(alice)) for i in range(6)]
+        bobs = [await open_ws(servers[i % 2], mint_token(bob)) for i in range(3)]
+        admins = [await open_ws(servers[i % 2], mint_token(admin)) for i in range(3)]
         for _ws, ready in alices + bobs + admins:
             assert ready["type"] == "ready"
         assert {ready["user_id"] for _, ready in alices} == {str(alice.id)}
@@ -100,10 +102,14 @@ class TestDelivery:
             await _silent(ws, 0.5)
         for ws, _ in alices + bobs + admins:
             await ws.close()
-        assert server.stop() is not None
-        pids = {
-            line["pid"] for line in server.log_lines() if line.get("event") == "events.connected"
-        }
+        pids = set()
+        for server in servers:
+            assert server.stop() is not None
+            pids |= {
+                line["pid"]
+                for line in server.log_lines()
+                if line.get("event") == "events.connected"
+            }
         assert len(pids) == 2, "the connections did not spread over both processes"
 
     async def test_sse_carries_the_same_events_with_the_same_ids(
@@ -156,20 +162,21 @@ class TestOrders:
         make_product: ProductFactory,
         mint_token: Mint,
     ) -> None:
-        server = live_server()
+        servers = [live_server(workers=1), live_server(workers=1)]
         product = await make_product(stock=100, price_cents=250)
         alice, bob, admin = (
             await make_user(),
             await make_user(),
             await make_user(role=Role.admin),
         )
-        alices = [await open_ws(server, mint_token(alice)) for _ in range(4)]
-        bobs = [await open_ws(server, mint_token(bob)) for _ in range(2)]
-        admins = [await open_ws(server, mint_token(admin)) for _ in range(2)]
+        alices = [await open_ws(servers[i % 2], mint_token(alice)) for i in range(4)]
+        bobs = [await open_ws(servers[i % 2], mint_token(bob)) for i in range(2)]
+        admins = [await open_ws(servers[i % 2], mint_token(admin)) for i in range(2)]
         headers = {"Authorization": f"Bearer {mint_token(alice)}"}
         bodies = []
-        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
-            for quantity in (1, 2, 3):
+        # The orders change through one process and the other in turn.
+        for quantity in (1, 2, 3):
+            async with httpx.AsyncClient(base_url=servers[quantity % 2].url, timeout=20) as http:
                 response = await http.post(
                     "/api/v1/orders",
                     json={"items": [{"product_id": str(product.id), "quantity": quantity}]},
@@ -177,6 +184,7 @@ class TestOrders:
                 )
                 assert response.status_code == 201, response.text
                 bodies.append(response.json())
+        async with httpx.AsyncClient(base_url=servers[0].url, timeout=20) as http:
             cancelled = await http.post(f"/api/v1/orders/{bodies[0]['id']}/cancel", headers=headers)
             assert cancelled.status_code == 200
         for ws, _ in alices + admins:
@@ -191,10 +199,12 @@ class TestOrders:
             await _silent(ws, 1.0)
         for ws, _ in alices + bobs + admins:
             await ws.close()
-        server.stop()
-        lines = server.log_lines()
-        connected = {line["pid"] for line in lines if line.get("event") == "events.connected"}
-        published = {line["pid"] for line in lines if line.get("event") == "events.published"}
+        connected, published = set(), set()
+        for server in servers:
+            server.stop()
+            lines = server.log_lines()
+            connected |= {line["pid"] for line in lines if line.get("event") == "events.connected"}
+            published |= {line["pid"] for line in lines if line.get("event") == "events.published"}
         # Connections on both processes got every event, whichever process committed it.
         assert len(connected) == 2
         assert published
