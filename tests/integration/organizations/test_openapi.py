@@ -47,3 +47,18 @@ def test_organization_routes_document_their_errors(document: dict[str, Any]) -> 
     accept = document["paths"]["/api/v1/invitations/accept"]["post"]
     assert {"400", "401", "403", "422"} <= set(accept["responses"])
     assert "LAST_OWNER" in member["delete"]["responses"]["409"]["description"]
+
+
+def test_both_order_lists_answer_a_page_or_a_cursor_page(document: dict[str, Any]) -> None:
+    for path in ("/api/v1/orders", "/api/v1/organizations/{org_id}/orders"):
+        operation = document["paths"][path]["get"]
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "oneOf": [
+                {"$ref": "#/components/schemas/OrderPage"},
+                {"$ref": "#/components/schemas/OrderCursorPage"},
+            ]
+        }, path
+        assert {"limit", "cursor", "page", "page_size", "status"} <= {
+            parameter["name"] for parameter in operation["parameters"]
+        }
+        assert "422" in operation["responses"]

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from httpx import AsyncClient
 
+from app.features.organizations.models import OrgRole
 from app.features.users.models import Role
 from tests.integration.catalog import (
     ORDERS,
@@ -18,7 +19,13 @@ from tests.integration.catalog import (
     order_url,
     stock_of,
 )
-from tests.integration.organizations.conftest import MakeKey, MakeTeam, Team, bearer
+from tests.integration.organizations.conftest import (
+    AddMember,
+    MakeKey,
+    MakeTeam,
+    Team,
+    bearer,
+)
 
 
 async def org_order(
@@ -295,3 +302,94 @@ class TestApiKeys:
         )
         assert own["id"] != first["id"]
         assert await db_conn.fetchval("SELECT count(*) FROM orders") == 2
+
+
+class TestCursorPages:
+    """`GET /organizations/{id}/orders?limit=`: keyset pages of the organization's orders."""
+
+    async def _walk(
+        self, client: AsyncClient, url: str, headers: dict[str, str], **params: Any
+    ) -> list[str]:
+        ids: list[str] = []
+        query: dict[str, Any] = {"limit": 2, **params}
+        while True:
+            response = await client.get(url, params=query, headers=headers)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert set(body) == {"items", "next_cursor"}
+            ids += [order["id"] for order in body["items"]]
+            if body["next_cursor"] is None:
+                return ids
+            query = {"limit": 2, **params, "cursor": body["next_cursor"]}
+
+    async def test_members_and_keys_walk_the_organizations_orders_only(
+        self,
+        client: AsyncClient,
+        make_team: MakeTeam,
+        make_key: MakeKey,
+        make_product: ProductFactory,
+    ) -> None:
+        team, other = await make_team(), await make_team("Globex")
+        product = await make_product(stock=50)
+        placed = [
+            await org_order(client, team.member_headers, product.id, team.id) for _ in range(5)
+        ]
+        await org_order(client, team.member_headers, product.id, None)  # personal
+        await org_order(client, other.member_headers, product.id, other.id)
+        newest_first = [order["id"] for order in reversed(placed)]
+        url = org_orders_url(team)
+        for headers in (team.owner_headers, team.member_headers, bearer(await make_key(team))):
+            assert await self._walk(client, url, headers) == newest_first
+        # A status filter holds on every page.
+        cancelled = await client.post(
+            order_url(placed[1]["id"]) + "/cancel", headers=team.member_headers
+        )
+        assert cancelled.status_code == 200
+        walked = await self._walk(client, url, team.admin_headers, status="pending")
+        assert walked == [i for i in newest_first if i != placed[1]["id"]]
+
+    async def test_a_cursor_of_another_caller_organization_or_list_is_422(
+        self,
+        client: AsyncClient,
+        make_team: MakeTeam,
+        make_key: MakeKey,
+        make_product: ProductFactory,
+        add_member: AddMember,
+    ) -> None:
+        team, other = await make_team(), await make_team("Globex")
+        await add_member(other.id, team.member, OrgRole.member)
+        product = await make_product(stock=50)
+        for _ in range(3):
+            await org_order(client, team.member_headers, product.id, team.id)
+            await org_order(client, team.member_headers, product.id, None)
+        first = await client.get(
+            org_orders_url(team), params={"limit": 1}, headers=team.member_headers
+        )
+        cursor = first.json()["next_cursor"]
+        assert cursor
+        refusals = [
+            # Another member of the same organization.
+            (org_orders_url(team), team.owner_headers, {}),
+            # An API key of the organization.
+            (org_orders_url(team), bearer(await make_key(team)), {}),
+            # The same caller, another organization it belongs to.
+            (org_orders_url(other), team.member_headers, {}),
+            # The same caller, their own list.
+            (ORDERS, team.member_headers, {}),
+            # The same caller and list, another filter.
+            (org_orders_url(team), team.member_headers, {"status": "pending"}),
+        ]
+        for url, headers, extra in refusals:
+            response = await client.get(url, params={"cursor": cursor, **extra}, headers=headers)
+            assert_problem(response, 422, "VALIDATION_ERROR")
+        mixed = await client.get(
+            org_orders_url(team),
+            params={"limit": 2, "page": 1},
+            headers=team.member_headers,
+        )
+        assert_problem(mixed, 422, "VALIDATION_ERROR")
+        # A stranger is 404 before any cursor is read.
+        stranger = await client.get(
+            org_orders_url(other), params={"cursor": cursor}, headers=team.owner_headers
+        )
+        assert_problem(stranger, 404, "NOT_FOUND")

@@ -148,14 +148,17 @@ def _page(*, own: bool, status: bool, org: bool = False) -> tuple[ReadQuery, Rea
     return read_query(with_lines), read_query(count)
 
 
-def keyset_orders(*, own: bool, status: bool, after: bool) -> Select[Any]:
+def keyset_orders(*, own: bool, status: bool, after: bool, org: bool = False) -> Select[Any]:
     """The orders of a cursor page, newest first: those strictly before `(after_created_at,
     after_id)`, at most `limit`. The row comparison walks the filter's index
-    (`ix_orders_created_at_id`, `ix_orders_user_id_created_at_id`, `ix_orders_status_...`)
-    backwards from the cursor on, so a deep page reads as few rows as the first."""
+    (`ix_orders_created_at_id`, `ix_orders_user_id_created_at_id`, `ix_orders_status_...`,
+    `ix_orders_organization_id_created_at_id`) backwards from the cursor on, so a deep page
+    reads as few rows as the first."""
     conditions: list[ColumnElement[bool]] = [true()]
     if own:
         conditions.append(_ORDERS.c.user_id == bindparam("user_id"))
+    if org:
+        conditions.append(_ORDERS.c.organization_id == bindparam("organization_id"))
     if status:
         conditions.append(_ORDERS.c.status == bindparam("status"))
     if after:
@@ -174,8 +177,8 @@ def keyset_orders(*, own: bool, status: bool, after: bool) -> Select[Any]:
     )
 
 
-def _keyset_page(*, own: bool, status: bool, after: bool) -> ReadQuery:
-    page = keyset_orders(own=own, status=status, after=after).subquery("page")
+def _keyset_page(*, own: bool, status: bool, after: bool, org: bool = False) -> ReadQuery:
+    page = keyset_orders(own=own, status=status, after=after, org=org).subquery("page")
     return read_query(
         select(*(page.c[name] for name in _ORDER_FIELDS), *_LINE_COLUMNS)
         .join_from(page, _LINES, _LINES.c.order_id == page.c.id)
@@ -186,6 +189,12 @@ def _keyset_page(*, own: bool, status: bool, after: bool) -> ReadQuery:
 _KEYSET_PAGES = {
     (own, status, after): _keyset_page(own=own, status=status, after=after)
     for own in (False, True)
+    for status in (False, True)
+    for after in (False, True)
+}
+# The organization's list: (status, after).
+_ORG_KEYSET_PAGES = {
+    (status, after): _keyset_page(own=False, status=status, after=after, org=True)
     for status in (False, True)
     for after in (False, True)
 }
@@ -264,11 +273,17 @@ class OrderQueries:
         after: tuple[datetime, uuid.UUID] | None,
         owner: uuid.UUID | None,
         status: OrderStatus | None,
+        organization: OrgAccess | None = None,
     ) -> tuple[list[OrderView], bool]:
         """Up to `limit` orders newest first, strictly before `after` (`(created_at, id)` of
-        the previous page's last order), and whether more follow."""
-        query = _KEYSET_PAGES[(owner is not None, status is not None, after is not None)]
+        the previous page's last order), and whether more follow: `owner`'s, or everyone's, or
+        (`organization`, an access resolved for the caller) the organization's."""
         values: dict[str, object] = {"limit": limit + 1}
+        if organization is not None:
+            query = _ORG_KEYSET_PAGES[(status is not None, after is not None)]
+            values["organization_id"] = organization.org_id
+        else:
+            query = _KEYSET_PAGES[(owner is not None, status is not None, after is not None)]
         if owner is not None:
             values["user_id"] = owner
         if status is not None:

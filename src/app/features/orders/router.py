@@ -29,6 +29,7 @@ from app.features.orders.errors import (
 from app.features.orders.models import OrderStatus
 from app.features.orders.queries import (
     OrderCursorPageView,
+    OrderQueries,
     OrderView,
     cursor_page_json,
     order_json,
@@ -41,6 +42,7 @@ from app.features.orders.schemas import (
     OrderPage,
     OrderStatusUpdate,
 )
+from app.features.organizations.access import OrgAccess
 from app.features.organizations.deps import Caller, OrderReader, OrgServiceDep, ReaderAccess
 from app.features.organizations.errors import (
     InsufficientScopeError,
@@ -49,8 +51,7 @@ from app.features.organizations.errors import (
 )
 from app.features.organizations.queries import OrgQueries
 from app.features.products.errors import InsufficientStockError, ProductUnavailableError
-from app.shared.cursor import CursorParams, Cursors, ListParamsDep
-from app.shared.pagination import PageParamsDep
+from app.shared.cursor import CursorParams, Cursors, CursorScope, ListParamsDep
 
 router = make_router(prefix="/orders", tags=["orders"])
 
@@ -167,15 +168,31 @@ async def list_orders(
         owner = viewer.id
     if not isinstance(params, CursorParams):
         return _json(page_json(await queries.page(params, owner=owner, status=status_filter)))
-    cursors: Cursors = request.app.state.cursors
     scope = order_scope(
         viewer.id, status=status_filter.value if status_filter else None, user_id=user_id
     )
+    return await _cursor_page(
+        request, queries, params, scope, owner=owner, status=status_filter, organization=None
+    )
+
+
+async def _cursor_page(
+    request: Request,
+    queries: OrderQueries,
+    params: CursorParams,
+    scope: CursorScope,
+    *,
+    owner: uuid.UUID | None,
+    status: OrderStatus | None,
+    organization: OrgAccess | None,
+) -> Response:
+    """A cursor page of an order list; the cursor is bound to `scope` (list, filters, caller)."""
+    cursors: Cursors = request.app.state.cursors
     after = None
     if params.cursor is not None:
         after = parse_order_key(cursors.decode(scope, params.cursor))
     orders, more = await queries.keyset_page(
-        limit=params.limit, after=after, owner=owner, status=status_filter
+        limit=params.limit, after=after, owner=owner, status=status, organization=organization
     )
     next_cursor = None
     if more:
@@ -252,17 +269,35 @@ org_router = make_router(tags=["organizations"])
 @org_router.get(
     "/organizations/{org_id}/orders",
     operation_id="organizations-orders-list",
-    response_model=OrderPage,
-    responses=error_responses(*_AUTH_ERRORS, InsufficientScopeError, OrganizationNotFoundError),
+    response_model=OrderPage | OrderCursorPage,
+    responses=error_responses(
+        *_AUTH_ERRORS, InsufficientScopeError, OrganizationNotFoundError, ValidationFailedError
+    ),
 )
 async def list_organization_orders(
+    request: Request,
     access: ReaderAccess,
     queries: OrderQueriesDep,
-    params: PageParamsDep,
+    params: ListParamsDep,
     status_filter: Annotated[
         OrderStatus | None, Query(alias="status", description="Only orders in this status.")
     ] = None,
 ) -> Response:
-    """The organization's orders, newest first (members; an API key with `orders:read`)."""
-    page = await queries.page(params, owner=None, status=status_filter, organization=access)
-    return _json(page_json(page))
+    """The organization's orders, newest first (members; an API key with `orders:read`).
+
+    Two forms, as `GET /orders`: `page`/`page_size` answers a page with its total; `limit` (and
+    then `cursor`) a cursor page. The cursor is bound to the organization, the filter and the
+    caller (the member, or the API key): anyone else's is 422."""
+    if not isinstance(params, CursorParams):
+        page = await queries.page(params, owner=None, status=status_filter, organization=access)
+        return _json(page_json(page))
+    caller = access.user_id if access.user_id is not None else f"key:{access.api_key_id}"
+    scope = order_scope(
+        caller,
+        status=status_filter.value if status_filter else None,
+        user_id=None,
+        list_name=f"organizations/{access.org_id}/orders",
+    )
+    return await _cursor_page(
+        request, queries, params, scope, owner=None, status=status_filter, organization=access
+    )
