@@ -126,3 +126,35 @@ async def test_deleted_key_is_refused_at_once_by_every_app_process(
     assert deleted.status_code == 204
     for http in (second, first):
         assert_problem(await http.get("/api/v1/users/me", headers=bearer(key)), 401, "UNAUTHORIZED")
+
+
+async def test_the_same_address_invited_twice_at_once_leaves_one_pending_invitation(
+    live_url: str, make_team: MakeTeam, db_conn: asyncpg.Connection
+) -> None:
+    """Two managers invite one address at the same moment: both are answered 201 (the later
+    invitation replaces the earlier, as a re-invitation does), never a 500 from the index that
+    allows one pending invitation per address."""
+    team = await make_team()
+    async with httpx.AsyncClient(base_url=live_url, timeout=30) as http:
+        for round_ in range(ROUNDS):
+            email = f"racer{round_}@example.com"
+            responses = await asyncio.gather(
+                http.post(
+                    f"{ORGS}/{team.id}/invitations",
+                    json={"email": email, "role": "member"},
+                    headers=team.owner_headers,
+                ),
+                http.post(
+                    f"{ORGS}/{team.id}/invitations",
+                    json={"email": email, "role": "admin"},
+                    headers=team.admin_headers,
+                ),
+            )
+            assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
+            statuses = await db_conn.fetch(
+                "SELECT status, count(*) AS n FROM organization_invitations "
+                "WHERE organization_id = $1 AND email = $2 GROUP BY status",
+                uuid.UUID(team.id),
+                email,
+            )
+            assert {row["status"]: row["n"] for row in statuses} == {"pending": 1, "revoked": 1}

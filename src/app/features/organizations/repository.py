@@ -49,6 +49,8 @@ class KeyRow:
 _ORGS = Organization.__table__  # type: ignore[attr-defined]
 _MEMBERS = Membership.__table__  # type: ignore[attr-defined]
 _KEYS = ApiKey.__table__  # type: ignore[attr-defined]
+# Invitations of one address to one organization take this lock (to the end of their transaction).
+_LOCK_INVITATION = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 # Built once: every request of a member runs the first, every key cache miss the second.
 _MEMBERSHIP = (
     sa.select(
@@ -358,7 +360,14 @@ class OrgRepository:
     # Invitations
 
     async def revoke_pending_invitation(self, email: str) -> None:
-        """The pending invitation of this address (expired or not) becomes `revoked`."""
+        """The pending invitation of this address (expired or not) becomes `revoked`.
+
+        Takes the address's lock first (held to the end of the transaction): two invitations
+        of one address at once then run one after the other, the later replacing the earlier,
+        instead of both finding none pending and one failing on the index that allows one."""
+        await self.session.execute(
+            _LOCK_INVITATION, {"key": f"organization_invitation:{self.org_id}:{email}"}
+        )
         await self.session.execute(
             sa.update(Invitation)
             .where(
