@@ -29,6 +29,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
 
 from app.config import Settings
 from app.core.errors import Problem, RateLimitedError, ServiceUnavailableError
@@ -235,7 +236,7 @@ def rate_limited(state: WindowState) -> RateLimitedError:
     return error
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+def get_rate_limiter(request: HTTPConnection) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 

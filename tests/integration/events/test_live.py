@@ -18,6 +18,7 @@ from tests.conftest import UserFactory
 from tests.integration.catalog import ProductFactory
 from tests.integration.events.conftest import (
     ALLOWED_ORIGIN,
+    LiveServer,
     Publisher,
     ServeFactory,
     open_ws,
@@ -313,7 +314,8 @@ class TestAuthentication:
             ({"type": "auth", "access_token": "not-a-jwt"}, 4401),
             ({"type": "hello"}, 4401),
             ("not json", 4401),
-            ({"type": "auth", "access_token": "sk_" + "a" * 40}, 4403),
+            # An unknown key is an invalid credential (4401); a live key is refused (4403, below).
+            ({"type": "auth", "access_token": "sk_" + "a" * 40}, 4401),
         ],
     )
     async def test_a_bad_first_message_closes_the_socket(
@@ -326,10 +328,25 @@ class TestAuthentication:
             await ws.send(message if isinstance(message, str) else json.dumps(message))
             assert await _close_code(ws, within=10) == code
 
-    async def test_sse_refuses_api_keys_and_missing_tokens(self, live_server: ServeFactory) -> None:
+    async def test_a_live_api_key_closes_the_socket_with_4403(
+        self, live_server: ServeFactory, make_user: UserFactory, mint_token: Mint
+    ) -> None:
         server = live_server(workers=1)
+        key = await _api_key(server, mint_token(await make_user()))
+        from websockets.asyncio.client import connect
+
+        async with connect(server.ws_url, open_timeout=20) as ws:
+            await ws.send(json.dumps({"type": "auth", "access_token": key}))
+            assert await _close_code(ws, within=10) == 4403
+
+    async def test_sse_refuses_api_keys_and_missing_tokens(
+        self, live_server: ServeFactory, make_user: UserFactory, mint_token: Mint
+    ) -> None:
+        server = live_server(workers=1)
+        live_key = await _api_key(server, mint_token(await make_user()))
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
-            key = await http.get(
+            key = await http.get("/api/v1/events", headers={"Authorization": f"Bearer {live_key}"})
+            unknown = await http.get(
                 "/api/v1/events", headers={"Authorization": "Bearer sk_" + "b" * 40}
             )
             missing = await http.get("/api/v1/events")
@@ -337,7 +354,7 @@ class TestAuthentication:
         assert key.status_code == 403
         assert key.headers["content-type"] == "application/problem+json"
         assert key.json()["code"] == "INSUFFICIENT_SCOPE"
-        for response in (missing, bad):
+        for response in (unknown, missing, bad):
             assert response.status_code == 401
             assert response.json()["code"] == "UNAUTHORIZED"
             assert response.headers["www-authenticate"] == "Bearer"
@@ -441,3 +458,19 @@ class TestLifetime:
         events = [line.get("event") for line in server.log_lines()]
         assert "app.stopped" in events
         assert not any("timeout graceful shutdown exceeded" in str(e) for e in events)
+
+
+async def _api_key(server: LiveServer, token: str) -> str:
+    """A live API key of a new organization of the token's user, made through the API."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+        org = await http.post("/api/v1/organizations", json={"name": "Streams"}, headers=headers)
+        assert org.status_code == 201, org.text
+        created = await http.post(
+            f"/api/v1/organizations/{org.json()['id']}/api-keys",
+            json={"name": "ci", "scopes": ["orders:read"]},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+    key: str = created.json()["key"]
+    return key

@@ -19,7 +19,7 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str, str]] = {
         AuthMessage,
         "Authenticate (first message)",
         "Sent by the client first, within 5 s of the handshake. A missing, late or invalid "
-        "one closes the connection with 4401; an API key closes it with 4403. Any later "
+        "one closes the connection with 4401; a live API key closes it with 4403. Any later "
         "message from the client is ignored.",
     ),
     "ready": (
@@ -43,7 +43,7 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str, str]] = {
 
 _CLOSE_CODES = (
     "Close codes: 4401 missing, late or invalid auth message, session revoked or access token "
-    "expired (reconnect with a fresh token); 4403 an API key; 1008 the client read too slowly "
+    "expired (reconnect with a fresh token); 4403 a live API key; 1008 the client read too slowly "
     "(more than 1,000 live events queued); 1012 the server is restarting (reconnect); 1013 "
     "sessions cannot be checked right now (reconnect later). The server sends a ping frame at "
     "least every 25 s."

@@ -14,6 +14,7 @@ from fastapi import Header, Request, WebSocket
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
@@ -43,13 +44,13 @@ from app.features.events.hub import (
 )
 from app.features.events.schemas import AuthMessage
 from app.features.events.store import EventStore, Replay, parse_id
+from app.features.organizations.keyauth import authenticate_key, is_api_key
 from app.features.users.models import Role
 
 log = get_logger(__name__)
 
 router = make_router(prefix="/events", tags=["events"])
 
-API_KEY_PREFIX = "sk_"
 _CLOSE_REASONS = {
     CLOSE_UNAUTHORIZED: "unauthorized",
     CLOSE_API_KEY: "API keys cannot open event streams",
@@ -78,9 +79,14 @@ def _store(state: Any) -> EventStore:
     return store
 
 
-async def _open(state: Any, token: str | None, transport: str) -> Connection:
-    """Authenticate a stream and build its connection (not yet registered)."""
-    if token and token.startswith(API_KEY_PREFIX):
+async def _open(client: HTTPConnection, token: str | None, transport: str) -> Connection:
+    """Authenticate a stream and build its connection (not yet registered).
+
+    An API key is checked like anywhere else first: an unknown, deleted or expired one is an
+    invalid credential (401, 4401); a live one may not open a stream (403, 4403)."""
+    state = client.app.state
+    if token and is_api_key(token):
+        await authenticate_key(client, token)
         raise InsufficientScopeError
     connection = ReadConnection(state.engine)
     try:
@@ -245,7 +251,7 @@ async def stream_events(
     refused: 403 `INSUFFICIENT_SCOPE`); resume after a disconnect with `Last-Event-ID`. The
     WebSocket `/api/v1/events/ws` carries the same events (see `/asyncapi.json`)."""
     state = request.app.state
-    connection = await _open(state, token, "sse")
+    connection = await _open(request, token, "sse")
     hub = _hub(state)
     # Subscribed before the response head goes out: every event committed from then on is
     # delivered (API.md).
@@ -337,7 +343,7 @@ async def events_websocket(websocket: WebSocket) -> None:
         await _close(websocket, first)
         return
     try:
-        connection = await _open(state, first.access_token, "ws")
+        connection = await _open(websocket, first.access_token, "ws")
     except InsufficientScopeError:
         await _close(websocket, CLOSE_API_KEY)
         return

@@ -27,10 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
 
 from app.core.database import utcnow
 from app.core.errors import ServiceUnavailableError, UnauthorizedError
@@ -104,7 +104,7 @@ def _unavailable() -> ServiceUnavailableError:
     return ServiceUnavailableError("Cannot check the API key right now")
 
 
-async def authenticate_key(request: Request, key: str) -> ApiKeyPrincipal:
+async def authenticate_key(request: HTTPConnection, key: str) -> ApiKeyPrincipal:
     """The key's principal, or 401 for an unknown, deleted or expired key (or one of a deleted
     organization); 429 past the key's own rate limit."""
     redis: Redis = request.app.state.redis
