@@ -40,8 +40,12 @@ sync: uv ## Install the locked dependencies into .venv (on CPython 3.11 or 3.12 
 dev: sync ## Run the whole system locally (embedded PostgreSQL, Redis, SMTP sink, API, worker)
 	$(RUN) saas dev
 
+# Three pytest-xdist workers: each gets its own database, Redis database, SMTP sink and object
+# store (tests/services.py); most tests wait on PostgreSQL, Redis or a child process, so three
+# keep two cores busy. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
 test: sync ## Run the test suite with coverage (real PostgreSQL and Redis, see README)
-	$(RUN) pytest
+	$(RUN) pytest --numprocesses $(TEST_WORKERS) --dist worksteal
 
 lint: sync ## ruff, hadolint, actionlint, docker-compose.yml, alert rules, Kubernetes manifests
 	$(RUN) ruff check .

@@ -204,11 +204,30 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 UserFactory = Callable[..., Awaitable[User]]
 
+# One argon2 hash per password for the whole run (each costs ~25 ms of CPU, and most tests make
+# several users with the default password); each user's row still holds a real argon2 hash.
+_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+def _hash_of(settings: Settings, password: str) -> str:
+    key = (
+        password,
+        settings.argon2_time_cost,
+        settings.argon2_memory_kib,
+        settings.argon2_parallelism,
+    )
+    if key not in _HASHES:
+        passwords = Passwords(settings)
+        try:
+            _HASHES[key] = passwords.hash_sync(password)
+        finally:
+            passwords.close()
+    return _HASHES[key]
+
 
 @pytest.fixture
 def make_user(db_engine: AsyncEngine, settings: Settings) -> UserFactory:
     """Write a user straight to the database: `await make_user(role=Role.admin, ...)`."""
-    passwords = Passwords(settings)
     counter = iter(range(1, 1_000_000))
 
     async def make(
@@ -223,7 +242,7 @@ def make_user(db_engine: AsyncEngine, settings: Settings) -> UserFactory:
         number = next(counter)
         user = User(
             email=(email or f"user{number}-{secrets.token_hex(3)}@example.com").lower(),
-            password_hash=passwords.hash_sync(password),
+            password_hash=_hash_of(settings, password),
             full_name=full_name or f"Test User {number}",
             role=role,
             is_active=is_active,

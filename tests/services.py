@@ -7,6 +7,10 @@
 The database URL names a server (any database on it): each test run creates its own database
 there, builds it with the Alembic migrations and drops it at the end. The Redis database in the
 URL is flushed between tests, so point it at one that holds nothing you want to keep.
+
+Under pytest-xdist (`pytest -n 2`) every worker is a test run of its own: its own database, SMTP
+sink and object store; worker N uses the Redis database N below the one in the URL (15, 14, ...
+for `/15`), so that one worker's flush never empties another's keys.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ def _docker_answers() -> bool:
 def find_services() -> Iterator[Services]:
     database_url = os.environ.get("APP_TEST_DATABASE_URL")
     redis_url = os.environ.get("APP_TEST_REDIS_URL")
+    if redis_url:
+        redis_url = redis_database_of_worker(redis_url, os.environ.get("PYTEST_XDIST_WORKER"))
     services = Services(database_url or "", redis_url or "", source="environment")
     try:
         if not (database_url and redis_url) and _docker_answers():
@@ -80,6 +86,23 @@ def find_services() -> Iterator[Services]:
         for stop in reversed(services.stops):
             with suppress(Exception):
                 stop()
+
+
+def redis_database_of_worker(url: str, worker: str | None) -> str:
+    """The Redis URL that xdist worker `gwN` uses: database N below the URL's (or above it, when
+    there are not N below); the URL itself outside xdist."""
+    if not worker:
+        return url
+    from redis.connection import parse_url
+
+    index = int(worker.removeprefix("gw"))
+    base = int(parse_url(url).get("db", 0))
+    database = base - index if base >= index else base + index
+    if not 0 <= database <= 15:
+        raise pytest.UsageError(f"no Redis database for xdist worker {worker} beside {url}")
+    prefix, _, _ = url.partition("?")
+    stem = prefix.rsplit("/", 1)[0] if prefix.count("/") > 2 else prefix
+    return f"{stem}/{database}" + (url[len(prefix) :] if "?" in url else "")
 
 
 def _start_containers(services: Services, *, need_db: bool, need_redis: bool) -> None:
