@@ -152,5 +152,8 @@ check: lint typecheck test ## Everything CI checks
 clean: ## Remove caches and the dev data directory
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* coverage.xml
 
-bench: sync ## Benchmark the API against its floor (ARGS="--duration 5 --workers 1"; see bench/README.md)
+# The HTTP scenarios against their floors, then the real-time ones (idle WebSockets, fan-out).
+# REALTIME_ARGS=skip leaves the second out.
+bench: sync ## Benchmark the API against its floor, then the event streams (ARGS, REALTIME_ARGS; see bench/README.md)
 	$(RUN) python -m bench.run $(ARGS)
+	@if [ "$(REALTIME_ARGS)" != "skip" ]; then $(RUN) python -m bench.realtime $(REALTIME_ARGS); fi
