@@ -111,3 +111,32 @@ def test_a_burst_of_hashes_keeps_its_memory_only_until_it_is_over() -> None:
     # argon2 takes 19 MiB per hash, in each of the two hashing threads: without the trim a
     # worker kept them for good (after - before was 38 MB).
     assert after - before <= 8, (before, held, after)
+
+
+def test_a_worker_that_touches_no_image_loads_no_s3_client(tmp_path: object) -> None:
+    """aiobotocore and botocore (about 18 MB of a worker) load with the first image call, not
+    with the app: building it and opening its object store imports neither."""
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from app.config import load_settings
+        from app.core.storage import open_object_store
+        from app.main import create_app
+        settings = load_settings(
+            database_url="postgresql+asyncpg://x@127.0.0.1/x", redis_url="redis://127.0.0.1:1/0",
+            jwt_secret="x" * 40, storage_url="s3://media?endpoint=http://127.0.0.1:1",
+        )
+        create_app(settings)
+        async def main():
+            async with open_object_store(settings) as store:
+                assert store is not None and store.bucket == "media"
+        asyncio.run(main())
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("botocore", "aiobotocore"))
+        print(len(loaded))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "0"

@@ -17,10 +17,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
-
 from app.config import Settings, StorageLocation
 from app.core.errors import ServiceUnavailableError
 from app.core.logging import get_logger
@@ -35,11 +31,32 @@ class StorageUnavailableError(ServiceUnavailableError):
     default_detail = "The object store is unavailable"
 
 
+# aiobotocore and botocore (17.6 MB and 311 modules in a worker) are imported on first use, like
+# the client itself: an API process that never touches an image does not carry them.
+
+
+def _store_error(exc: BaseException) -> bool:
+    """An error of a call to the store (botocore's, or the network's)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, BotoCoreError | ClientError | OSError | TimeoutError)
+
+
+def _status(exc: BaseException) -> int:
+    """The HTTP status of the store's answer to a failed call; 0 when it gave none."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return 0
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
 def _unavailable(exc: BaseException) -> bool:
     """A failure of the store itself (unreachable, timing out, 5xx), not of our request."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return int(status) >= 500
+        return _status(exc) >= 500
     return isinstance(exc, BotoCoreError | OSError | TimeoutError)
 
 
@@ -75,9 +92,14 @@ class ObjectStore:
             async with self._lock:
                 client = self._client
                 if client is None:
+                    from aiobotocore.config import AioConfig
+                    from aiobotocore.session import get_session
+
                     session = get_session()
                     await asyncio.to_thread(_load_models, session)
-                    creating = session.create_client("s3", **self._options)
+                    options = dict(self._options)
+                    options["config"] = AioConfig(**options["config"])
+                    creating = session.create_client("s3", **options)
                     made: S3Client = await self._stack.enter_async_context(creating)
                     self._client = client = made
         return client
@@ -97,7 +119,9 @@ class ObjectStore:
                 # Keys are never reused: a CDN and browsers may keep the bytes for good.
                 CacheControl="public, max-age=31536000, immutable",
             )
-        except (BotoCoreError, ClientError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not _store_error(exc):
+                raise
             log.warning("storage.put_failed", key=key, error=type(exc).__name__)
             if _unavailable(exc):
                 raise StorageUnavailableError from exc
@@ -109,7 +133,9 @@ class ObjectStore:
             response = await client.get_object(Bucket=self.bucket, Key=key)
             async with response["Body"] as body:
                 data: bytes = await body.read()
-        except (BotoCoreError, ClientError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not _store_error(exc):
+                raise
             if _unavailable(exc):
                 raise StorageUnavailableError from exc
             raise
@@ -125,7 +151,9 @@ class ObjectStore:
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
             )
-        except (BotoCoreError, ClientError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not _store_error(exc):
+                raise
             if _unavailable(exc):
                 raise StorageUnavailableError from exc
             raise
@@ -138,8 +166,8 @@ class ObjectStore:
         client = await self.s3()
         try:
             await client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+        except Exception as exc:
+            if _status(exc) == 404:
                 return False
             raise
         return True
@@ -160,19 +188,20 @@ def _load_models(session: Any) -> None:
 
 
 def client_options(settings: Settings, location: StorageLocation) -> dict[str, Any]:
+    """The client's keyword arguments; `config` holds `AioConfig`'s (made with the client)."""
     options: dict[str, Any] = {
         "region_name": location.region,
-        "config": AioConfig(
-            connect_timeout=settings.storage_timeout_seconds,
-            read_timeout=settings.storage_timeout_seconds,
+        "config": {
+            "connect_timeout": settings.storage_timeout_seconds,
+            "read_timeout": settings.storage_timeout_seconds,
             # One quick retry for a dropped connection; an outage is a 503, not a long wait.
-            retries={"max_attempts": 2, "mode": "standard"},
+            "retries": {"max_attempts": 2, "mode": "standard"},
             # Path style works with every S3-compatible server and with dotted bucket names.
-            s3={"addressing_style": "path" if location.endpoint else "auto"},
+            "s3": {"addressing_style": "path" if location.endpoint else "auto"},
             # MinIO and older S3-compatible servers reject the newer default checksums.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+        },
     }
     if location.endpoint:
         options["endpoint_url"] = location.endpoint
