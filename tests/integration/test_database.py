@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import database
@@ -239,3 +239,58 @@ class TestDeadPooledConnections:
             response = await api.post("/test/txids")
             assert response.status_code == 200, response.text
         assert (await api.get("/ready")).json()["checks"]["database"] == "ok"
+
+
+class TestReadConnectionFailures:
+    """A read whose connection failed under it never hands that connection to the next one."""
+
+    async def test_a_connection_that_failed_under_a_read_is_dropped_not_pooled(
+        self, make_settings: Callable[..., Any], db_conn: asyncpg.Connection
+    ) -> None:
+        from sqlalchemy import literal_column
+
+        from app.core.database import create_engine
+        from app.core.reads import ReadConnection
+
+        engine = create_engine(make_settings(db_pool_size=1, db_max_overflow=0))
+        invalidated: list[object] = []
+        event.listen(engine.sync_engine.pool, "invalidate", lambda *_: invalidated.append(1))
+        slow = read_query(select(func.pg_sleep(literal_column("2"))))
+        failing = read_query(select(literal_column("1 / 0")))
+        quick = read_query(select(literal_column("1")))
+        try:
+            # The backend ended under the query (a server shutting down): the connection is
+            # dropped, whatever state the driver was left in.
+            reads = ReadConnection(engine)
+            task = asyncio.create_task(reads.fetchval(slow))
+            await asyncio.sleep(0.3)
+            killed = await db_conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE 'SELECT pg_sleep%' AND datname = current_database()"
+            )
+            assert killed == 1
+            with pytest.raises((asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)):
+                await task
+            await reads.close()
+            assert len(invalidated) == 1  # at once, not when the next request checks it out
+            # An error of the statement itself leaves the connection usable: it goes back.
+            reads = ReadConnection(engine)
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await reads.fetchval(failing)
+            await reads.close()
+            assert len(invalidated) == 1
+            # A cancelled read: asyncpg cancels the statement; the connection serves the next.
+            reads = ReadConnection(engine)
+            task = asyncio.create_task(reads.fetchval(slow))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await reads.close()
+            after = ReadConnection(engine)
+            try:
+                assert await after.fetchval(quick) == 1
+            finally:
+                await after.close()
+        finally:
+            await engine.dispose()

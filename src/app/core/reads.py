@@ -24,6 +24,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Select
 
+from app.core.outages import is_outage
+
 # A row as asyncpg returns it (an `asyncpg.Record`): read by column name.
 Row = Mapping[str, Any]
 
@@ -80,19 +82,49 @@ class ReadConnection:
         if connection is not None:
             await connection.close()
 
-    async def fetch(self, query: ReadQuery, **values: Any) -> Sequence[Row]:
+    async def _discard(self) -> None:
+        """Drop the connection instead of returning it to the pool.
+
+        The driver is used beneath SQLAlchemy, which therefore never sees its errors: a
+        connection that failed under a query (the server shutting down sends an error, then
+        closes the socket) would go back to the pool stuck mid-protocol, and the next request
+        to take it would fail with "another operation is in progress".
+        """
+        connection, self._connection, self._driver = self._connection, None, None
+        if connection is not None:
+            try:
+                await connection.invalidate()
+            finally:
+                await connection.close()
+
+    async def _run(self, method: str, query: ReadQuery, values: Mapping[str, Any]) -> Any:
         driver = await self._acquire()
-        rows: Sequence[Row] = await driver.fetch(query.text, *query.arguments(values))
+        arguments = query.arguments(values)
+        try:
+            return await getattr(driver, method)(query.text, *arguments)
+        except Exception as exc:
+            if is_outage(exc) or not _is_server_error(exc):
+                await self._discard()
+            raise
+
+    async def fetch(self, query: ReadQuery, **values: Any) -> Sequence[Row]:
+        rows: Sequence[Row] = await self._run("fetch", query, values)
         return rows
 
     async def fetchrow(self, query: ReadQuery, **values: Any) -> Row | None:
-        driver = await self._acquire()
-        row: Row | None = await driver.fetchrow(query.text, *query.arguments(values))
+        row: Row | None = await self._run("fetchrow", query, values)
         return row
 
     async def fetchval(self, query: ReadQuery, **values: Any) -> Any:
-        driver = await self._acquire()
-        return await driver.fetchval(query.text, *query.arguments(values))
+        return await self._run("fetchval", query, values)
+
+
+def _is_server_error(exc: BaseException) -> bool:
+    """An error the server reported for the statement (the connection stays usable)."""
+    return any(
+        cls.__name__ == "PostgresError" and cls.__module__.startswith("asyncpg")
+        for cls in type(exc).__mro__
+    )
 
 
 async def get_read_connection(request: Request) -> AsyncIterator[ReadConnection]:
