@@ -69,14 +69,23 @@ class UUIDModel(SQLModel):
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
 
 
-class TimestampMixin(SQLModel):
-    """`created_at` and `updated_at`, timezone-aware and set by the application and the database."""
+class CreatedAtMixin(SQLModel):
+    """`created_at`, timezone-aware, set by the application (and by the database's default).
+
+    Every table that records when a row was made declares it through this mixin (or
+    `TimestampMixin`), so the column is the same everywhere: `timestamptz NOT NULL DEFAULT now()`.
+    """
 
     created_at: datetime = Field(
         default_factory=utcnow,
         sa_type=DateTime(timezone=True),
         sa_column_kwargs={"server_default": func.now(), "nullable": False},
     )
+
+
+class TimestampMixin(CreatedAtMixin):
+    """`created_at` and `updated_at`, timezone-aware and set by the application and the database."""
+
     updated_at: datetime = Field(
         default_factory=utcnow,
         sa_type=DateTime(timezone=True),

@@ -27,12 +27,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request, Response
-from sqlalchemy import Column, DateTime, ForeignKey, Index, String, Text, Uuid, delete, func, text
+from sqlalchemy import Column, DateTime, ForeignKey, Index, String, Text, Uuid, delete, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import Field, col
 
-from app.core.database import SessionDep, discard, session_scope, utcnow
+from app.core.database import CreatedAtMixin, SessionDep, discard, session_scope, utcnow
 from app.core.errors import AppError, ConflictError, ValidationFailedError, app_error_response
 from app.core.logging import get_logger
 
@@ -43,7 +43,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _PENDING = "app.idempotency"
 
 
-class IdempotencyRecord(SQLModel, table=True):
+class IdempotencyRecord(CreatedAtMixin, table=True):
     """The first outcome of a request with an `Idempotency-Key`, written in the same
     transaction as the work it describes, so one can never exist without the other."""
 
@@ -61,11 +61,6 @@ class IdempotencyRecord(SQLModel, table=True):
     response_body: str = Field(sa_type=Text, nullable=False)
     response_content_type: str = Field(sa_type=String(64), nullable=False)
     location: str | None = Field(default=None, sa_type=String(255), nullable=True)
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_type=DateTime(timezone=True),
-        sa_column_kwargs={"server_default": func.now(), "nullable": False},
-    )
     expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
 
 

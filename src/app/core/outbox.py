@@ -41,13 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, col
 
 from app.core import tracing
-from app.core.database import UUIDModel, after_commit, session_scope, utcnow, uuid7
+from app.core.database import CreatedAtMixin, UUIDModel, after_commit, session_scope, utcnow, uuid7
 from app.core.logging import get_logger
 
 log = get_logger(__name__)
 
 
-class OutboxMessage(UUIDModel, table=True):
+class OutboxMessage(UUIDModel, CreatedAtMixin, table=True):
     """A job asked for by a committed transaction; `sent_at` is set once ARQ has it."""
 
     __tablename__: ClassVar[str] = "outbox"
@@ -61,11 +61,6 @@ class OutboxMessage(UUIDModel, table=True):
 
     job_name: str = Field(max_length=200)
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_type=DateTime(timezone=True),
-        sa_column_kwargs={"server_default": func.now(), "nullable": False},
-    )
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # The W3C trace context (`traceparent`) of the transaction that wrote the row, when tracing
     # is on: the worker continues that trace, so a job is a child of the request that asked.

@@ -14,14 +14,14 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field
 
-from app.core.database import UUIDModel, utcnow
+from app.core.database import CreatedAtMixin, UUIDModel
 
 
 def _timestamp(*, nullable: bool, index: bool = False) -> sa.Column[datetime]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index)
 
 
-class LoginSession(UUIDModel, table=True):
+class LoginSession(UUIDModel, CreatedAtMixin, table=True):
     """A login: the `sid` of every token it issues, through every rotation of its refresh token.
 
     The row is what refresh and revocation agree on. Both lock it (`SELECT ... FOR UPDATE`)
@@ -37,16 +37,10 @@ class LoginSession(UUIDModel, table=True):
             sa.Uuid(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
         )
     )
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_column=sa.Column(
-            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-    )
     revoked_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
 
 
-class RefreshToken(UUIDModel, table=True):
+class RefreshToken(UUIDModel, CreatedAtMixin, table=True):
     """One refresh token of a login session (`session_id`).
 
     Rotation marks the presented token used (`used_at`) and issues the next one in the same
@@ -69,12 +63,6 @@ class RefreshToken(UUIDModel, table=True):
         )
     )
     jti_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_column=sa.Column(
-            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-    )
     expires_at: datetime = Field(sa_column=_timestamp(nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
@@ -85,7 +73,7 @@ class EmailTokenPurpose(StrEnum):
     reset_password = "reset_password"  # noqa: S105 - a purpose, not a password
 
 
-class EmailToken(UUIDModel, table=True):
+class EmailToken(UUIDModel, CreatedAtMixin, table=True):
     """A single-use, expiring token sent by email (address verification, password reset)."""
 
     __tablename__ = "email_tokens"
@@ -109,11 +97,5 @@ class EmailToken(UUIDModel, table=True):
         )
     )
     token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_column=sa.Column(
-            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
-    )
     expires_at: datetime = Field(sa_column=_timestamp(nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))

@@ -11,14 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, DateTime, Index, String, func, text
+from sqlalchemy import Column, DateTime, Index, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field
 
-from app.core.database import UUIDModel, utcnow
+from app.core.database import CreatedAtMixin, UUIDModel
 
 
-class EventOutbox(UUIDModel, table=True):
+class EventOutbox(UUIDModel, CreatedAtMixin, table=True):
     __tablename__: ClassVar[str] = "event_outbox"
     __table_args__: ClassVar[tuple[Any, ...]] = (
         # The relay's query: rows not yet relayed, oldest first; partial, so it stays as small
@@ -41,11 +41,6 @@ class EventOutbox(UUIDModel, table=True):
     # Who may see the event besides the admins: "user:<id>", "org:<id>" (audience.py).
     audiences: list[str] = Field(sa_column=Column(ARRAY(String(100)), nullable=False))
     data: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    created_at: datetime = Field(
-        default_factory=utcnow,
-        sa_type=DateTime(timezone=True),
-        sa_column_kwargs={"server_default": func.now(), "nullable": False},
-    )
     relayed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # The id the event got in the streams (it is the event's id on the wire).
     stream_id: str | None = Field(default=None, max_length=40)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field, SQLModel
 
-from app.core.database import TimestampMixin, UUIDModel, utcnow
+from app.core.database import CreatedAtMixin, TimestampMixin, UUIDModel, utcnow
 
 
 class OrgRole(StrEnum):
@@ -104,7 +104,7 @@ class Membership(SQLModel, table=True):
     joined_at: datetime = Field(default_factory=utcnow, sa_column=_created_at())
 
 
-class Invitation(UUIDModel, table=True):
+class Invitation(UUIDModel, CreatedAtMixin, table=True):
     __tablename__ = "organization_invitations"
     __table_args__ = (
         sa.CheckConstraint("email = lower(email)", name="email_lowercase"),
@@ -137,7 +137,6 @@ class Invitation(UUIDModel, table=True):
     token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     # Accounts are deactivated, never deleted: RESTRICT keeps who invited whom.
     invited_by: uuid.UUID = Field(sa_column=_user_fk(ondelete="RESTRICT"))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_created_at())
     expires_at: datetime = Field(sa_column=_timestamp(nullable=False))
     accepted_at: datetime | None = Field(default=None, sa_column=_timestamp())
     accepted_by: uuid.UUID | None = Field(
@@ -145,7 +144,7 @@ class Invitation(UUIDModel, table=True):
     )
 
 
-class ApiKey(UUIDModel, table=True):
+class ApiKey(UUIDModel, CreatedAtMixin, table=True):
     """An organization's key for machine clients; only its SHA-256 digest is stored."""
 
     __tablename__ = "api_keys"
@@ -163,7 +162,6 @@ class ApiKey(UUIDModel, table=True):
     scopes: list[str] = Field(sa_column=sa.Column(ARRAY(sa.String(32)), nullable=False))
     # The orders a key places are this user's (API.md); RESTRICT: accounts are never deleted.
     created_by: uuid.UUID = Field(sa_column=_user_fk(ondelete="RESTRICT"))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_created_at())
     last_used_at: datetime | None = Field(default=None, sa_column=_timestamp())
     expires_at: datetime | None = Field(default=None, sa_column=_timestamp())
     deleted_at: datetime | None = Field(default=None, sa_column=_timestamp())
