@@ -243,7 +243,7 @@ def create_admin(
     from pydantic import TypeAdapter, ValidationError
     from pydantic.networks import EmailStr
 
-    from app.features.auth.passwords import policy_problem
+    from app.features.auth.password_policy import policy_problem
 
     settings = _settings()
     try:
@@ -266,6 +266,7 @@ def create_admin(
 async def _make_admin(settings: Settings, email: str, password: str, full_name: str) -> bool:
     from app.core.database import create_engine, create_session_factory, session_scope
     from app.core.security import Passwords
+    from app.features.auth.service import LoginSessions
     from app.features.users.service import UserService
 
     engine = create_engine(settings)
@@ -274,7 +275,12 @@ async def _make_admin(settings: Settings, email: str, password: str, full_name: 
             users = UserService(session)
             existed = await users.get_by_email(email) is not None
             password_hash = await Passwords(settings).hash(password)
-            await users.make_admin(email=email, password_hash=password_hash, full_name=full_name)
+            await users.make_admin(
+                email=email,
+                password_hash=password_hash,
+                full_name=full_name,
+                logins=LoginSessions(session),
+            )
     finally:
         await engine.dispose()
     return not existed

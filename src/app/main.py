@@ -35,15 +35,17 @@ from app.core.routing import operation_id
 from app.core.security import Passwords, Tokens
 from app.core.sentry import setup_sentry
 from app.core.storage import open_object_store
+from app.features.auth.router import account_router
 from app.features.auth.router import router as auth_router
 from app.features.events.hub import Hub
-from app.features.events.publisher import Relay
+from app.features.events.publisher import Relay, order_event
 from app.features.events.router import docs_router as events_docs_router
 from app.features.events.router import router as events_router
 from app.features.events.store import EventStore
 from app.features.health.router import router as health_router
 from app.features.orders.router import org_router as organization_orders_router
 from app.features.orders.router import router as orders_router
+from app.features.organizations.keyauth import refuse_key_of_person_route
 from app.features.organizations.router import invitations_router
 from app.features.organizations.router import router as organizations_router
 from app.features.products.router import IMAGE_UPLOAD_ROUTE, images_router
@@ -137,6 +139,11 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    # Features reach the ones built on them only through what the app hands them here: the
+    # people's authentication (users) answers API keys (organizations') with this gate, and
+    # orders record their events in the streams' outbox (events) with this function.
+    app.state.api_key_gate = refuse_key_of_person_route
+    app.state.order_events = order_event
     app.state.cursors = Cursors(settings.jwt_secret.get_secret_value())
     register_error_handlers(app)
     install_middleware(app, settings, body_limit_exempt=[IMAGE_UPLOAD_ROUTE])
@@ -153,6 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(organizations_router, prefix=API_PREFIX)
     app.include_router(invitations_router, prefix=API_PREFIX)
     app.include_router(users_router, prefix=API_PREFIX)
+    app.include_router(account_router, prefix=API_PREFIX)
     app.include_router(events_router, prefix=API_PREFIX)
     if docs:
         app.include_router(events_docs_router)

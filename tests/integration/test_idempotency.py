@@ -21,7 +21,7 @@ from app.core.database import SessionDep, after_commit
 from app.core.errors import ConflictError
 from app.core.idempotency import idempotent
 from app.core.routing import make_router
-from app.features.auth.deps import CurrentUser, get_current_user
+from app.features.users.deps import CurrentUser, get_current_user
 from tests.conftest import HeadersFactory, UserFactory
 from tests.integration.catalog import assert_problem
 

@@ -175,6 +175,117 @@ def test_no_print_outside_the_command_line() -> None:
     assert offenders == []
 
 
+# Features depend one way ---------------------------------------------------------------------
+
+
+def _feature_imports(module: Module) -> Iterator[tuple[int, str]]:
+    """The features a module imports, at module level or inside a function, absolute or
+    relative: (line, feature)."""
+    package = module.name.split(".")
+    if module.path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(module.tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join([*base, node.module] if node.module else base)
+            # `from app.features import users` names the feature in the alias.
+            names = [target, *(f"{target}.{alias.name}" for alias in node.names)]
+        for name in names:
+            parts = name.split(".")
+            if len(parts) >= 3 and parts[:2] == ["app", "features"]:
+                yield node.lineno, parts[2]
+
+
+def feature_import_cycles(modules: list[Module]) -> list[str]:
+    """Every cycle in the graph of features (`x -> y` when a module of x imports y), one entry
+    per group of features that reach each other, with the imports that close it."""
+    edges: dict[str, dict[str, list[str]]] = {}
+    for module in modules:
+        if module.feature is None:
+            continue
+        for line, feature in _feature_imports(module):
+            if feature != module.feature:
+                where = edges.setdefault(module.feature, {}).setdefault(feature, [])
+                where.append(_where(module, line))
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [start]
+        while stack:
+            for target in edges.get(stack.pop(), {}):
+                if target not in seen:
+                    seen.add(target)
+                    stack.append(target)
+        return seen
+
+    reach = {feature: reachable(feature) for feature in edges}
+    cycles: list[str] = []
+    done: set[str] = set()
+    for feature in sorted(edges):
+        if feature in done or feature not in reach[feature]:
+            continue
+        group = {feature} | {other for other in reach[feature] if feature in reach.get(other, ())}
+        done |= group
+        closing = [
+            f"{source} -> {target} ({', '.join(sorted(set(places))[:2])})"
+            for source in sorted(group)
+            for target, places in sorted(edges.get(source, {}).items())
+            if target in group
+        ]
+        cycles.append(" | ".join(closing))
+    return cycles
+
+
+def test_the_feature_import_graph_is_acyclic() -> None:
+    """Features are layered (docs/architecture.md): users at the bottom, auth and the others
+    built on it. A feature that needs one built on it takes what it needs from the app
+    assembly (`main.py`), never by importing it."""
+    assert feature_import_cycles(MODULES) == []
+
+
+class TestTheFeatureGraphRuleCatchesPlantedCycles:
+    def test_two_features_importing_each_other(self) -> None:
+        users = _planted(
+            "app.features.users.service",
+            """
+            from app.features.users.models import User
+
+            async def deactivate(session, user):
+                from app.features.auth.service import LoginSessions
+
+                await LoginSessions(session).revoke_all(user.id)
+            """,
+        )
+        auth = _planted(
+            "app.features.auth.service", "from app.features.users.service import UserService\n"
+        )
+        assert feature_import_cycles([users, auth]) == [
+            "auth -> users (app/features/auth/service.py:1)"
+            " | users -> auth (app/features/users/service.py:5)"
+        ]
+
+    def test_a_longer_cycle_with_a_relative_import(self) -> None:
+        planted = [
+            _planted("app.features.orders.service", "from ..events import publisher\n"),
+            _planted("app.features.events.router", "import app.features.products.models\n"),
+            _planted("app.features.products.service", "from app.features import orders\n"),
+        ]
+        (cycle,) = feature_import_cycles(planted)
+        assert cycle.count("->") == 3
+        assert "orders -> events (app/features/orders/service.py:1)" in cycle
+
+    def test_one_way_imports_are_no_cycle(self) -> None:
+        planted = [
+            _planted("app.features.auth.service", "from app.features.users import service\n"),
+            _planted("app.features.orders.deps", "from app.features.users.deps import Viewer\n"),
+            _planted("app.features.users.service", "from app.features.users.models import User\n"),
+        ]
+        assert feature_import_cycles(planted) == []
+
+
 # The read side -------------------------------------------------------------------------------
 
 # Where the asyncpg connection under SQLAlchemy may be touched: the read side's connection, and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.features.auth.passwords import common_passwords, is_common, policy_problem
+from app.features.auth.password_policy import common_passwords, is_common, policy_problem
 
 
 def test_the_list_holds_ten_thousand_passwords_the_length_rule_lets_through() -> None:

@@ -139,6 +139,26 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+# The bearer credentials a request may carry: an access token (a JWT, below) or an
+# organization's API key, told apart by this prefix. Whoever authenticates people must recognize
+# a key without owning keys (organizations do), hence the prefix lives here.
+API_KEY_PREFIX = "sk_"
+
+
+def is_api_key(token: str) -> bool:
+    return token.startswith(API_KEY_PREFIX)
+
+
+# A logged-out (or stolen-and-revoked) login session's id is kept in Redis under this key until
+# its last access token could have expired. Auth writes it (logout, a refresh token replayed);
+# every authentication reads it, so it belongs to neither feature.
+REVOKED_SESSION_KEY = "auth:revoked-session:{session_id}"
+
+
+def revoked_session_key(session_id: uuid.UUID) -> str:
+    return REVOKED_SESSION_KEY.format(session_id=session_id)
+
+
 class InvalidTokenError(Exception):
     """A JWT that is malformed, forged, expired, of the wrong type or missing a claim."""
 

@@ -14,8 +14,7 @@ from jose import jwt
 from redis.asyncio import Redis
 
 from app.config import Settings
-from app.core.security import Tokens
-from app.features.auth.deps import revoked_session_key
+from app.core.security import Tokens, revoked_session_key
 from app.features.users.models import Role
 from tests.conftest import DEFAULT_PASSWORD, TEST_JWT_SECRET, UserFactory
 from tests.integration.auth.helpers import (

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from app.core.database import uuid7
-from app.features.auth.sessions import revoked_session_key
+from app.core.security import revoked_session_key
 from app.features.events.hub import (
     CLOSE_SLOW,
     CLOSE_UNAUTHORIZED,

@@ -20,14 +20,13 @@ from redis.asyncio import Redis
 from app.config import Settings
 from app.core.database import uuid7
 from app.core.routing import make_router
-from app.core.security import Tokens
-from app.features.auth.deps import (
+from app.core.security import Tokens, revoked_session_key
+from app.features.users.deps import (
     AdminUser,
     AdminViewer,
     CurrentUser,
     OptionalViewer,
     Viewer,
-    revoked_session_key,
 )
 from app.features.users.models import Role, User
 from app.features.users.queries import UserView

@@ -1,196 +1,24 @@
-"""Who is calling: the one place that turns a bearer token into an active user.
+"""Dependencies of the auth routes: the service, the login sessions, and a response floor.
 
-`get_current_user` runs on every authenticated request, so it stays cheap: an `async def` (a
-sync dependency costs a thread-pool hop), one Redis round trip for the session denylist and one
-primary-key read of the user (which also answers "is the account active" and "is the token
-still of the current version"). Write routes get the account tracked by their session
-(`CurrentUser`); read routes get a frozen view of it from the read side (`Viewer`).
+The dependencies that authenticate a caller (`CurrentUser`, `Viewer`, `AdminUser`...) are not
+here but in `app.features.users.deps`: every feature uses them, users included, and auth is
+built on users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from arq.connections import ArqRedis
 from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordBearer
-from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import SessionDep, session_factory_from
-from app.core.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
 from app.core.ratelimit import get_rate_limiter
-from app.core.reads import ReadConnection, ReadConnectionDep
 from app.core.redis import RedisDep
-from app.core.security import InvalidTokenError, PasswordsDep, TokenClaims, Tokens, TokensDep
-from app.features.auth.service import AuthService
-from app.features.auth.sessions import REVOKED_SESSION_KEY, revoked_session_key
-from app.features.organizations.errors import InsufficientScopeError
-from app.features.organizations.keyauth import authenticate_key, is_api_key
-from app.features.users.models import Role, User
-from app.features.users.queries import UserQueries, UserView
-from app.features.users.service import UserService
-
-__all__ = [
-    "REVOKED_SESSION_KEY",
-    "AdminUser",
-    "AdminViewer",
-    "AuthServiceDep",
-    "CurrentAuth",
-    "CurrentUser",
-    "OptionalViewer",
-    "Viewer",
-    "get_current_user",
-    "require_role",
-    "revoked_session_key",
-]
-
-# Swagger's Authorize button posts the OAuth2 password form here.
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
-BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    """The caller and the claims of the access token it presented (its session, `sid`)."""
-
-    user: User
-    claims: TokenClaims
-
-
-async def _claims(request: Request, token: str | None) -> TokenClaims:
-    """The claims of a valid access token whose session has not ended."""
-    if token and is_api_key(token):
-        # An organization API key: 401 if it is not a live key, else 403 (API.md: a key never
-        # reaches a route of people; the routes that take keys use their own dependency).
-        await authenticate_key(request, token)
-        raise InsufficientScopeError("API keys may not use this route")
-    # Tokens and Redis straight from the app's state, not as dependencies of their own: this
-    # runs on every authenticated request, and each FastAPI dependency costs about 10 us.
-    return await _claims_of(request.app.state, token)
-
-
-async def _claims_of(state: Any, token: str | None) -> TokenClaims:
-    if not token:
-        raise UnauthorizedError("Missing bearer token")
-    tokens: Tokens = state.tokens
-    redis: ArqRedis = state.redis
-    try:
-        claims = tokens.decode(token, "access")
-    except InvalidTokenError:
-        raise UnauthorizedError("Invalid or expired token") from None
-    try:
-        revoked = await redis.exists(revoked_session_key(claims.session_id))
-    except (RedisError, OSError):
-        raise ServiceUnavailableError("Cannot check the token right now") from None
-    if revoked:
-        raise UnauthorizedError("This session has ended")
-    return claims
-
-
-def _check_account(user: User | UserView | None, claims: TokenClaims) -> None:
-    if user is None or not user.is_active or user.token_version != claims.version:
-        raise UnauthorizedError("Invalid or expired token")
-
-
-async def _authenticate(
-    request: Request, token: str | None, session: AsyncSession
-) -> Authenticated:
-    claims = await _claims(request, token)
-    user = await UserService(session).get(claims.subject)
-    _check_account(user, claims)
-    assert user is not None
-    return Authenticated(user, claims)
-
-
-async def get_current_user(request: Request, token: BearerToken, session: SessionDep) -> User:
-    """The caller of a write route: its account, tracked by the request's session."""
-    return (await _authenticate(request, token, session)).user
-
-
-async def get_current_auth(
-    request: Request, token: BearerToken, session: SessionDep
-) -> Authenticated:
-    """Like `get_current_user`, with the token's claims (for routes that act on the session)."""
-    return await _authenticate(request, token, session)
-
-
-async def get_viewer(
-    request: Request, token: BearerToken, connection: ReadConnectionDep
-) -> UserView:
-    """The caller of a read route: a frozen view of its account, from the read side."""
-    claims = await _claims(request, token)
-    viewer = await UserQueries(connection).get(claims.subject)
-    _check_account(viewer, claims)
-    assert viewer is not None
-    return viewer
-
-
-async def authenticate_viewer(
-    state: Any, token: str | None, connection: ReadConnection
-) -> tuple[UserView, TokenClaims]:
-    """The viewer behind an access token and its claims, for a connection that is not a
-    request (the event streams' WebSocket authenticates with its first message): the same
-    checks as every request's."""
-    claims = await _claims_of(state, token)
-    viewer = await UserQueries(connection).get(claims.subject)
-    _check_account(viewer, claims)
-    assert viewer is not None
-    return viewer, claims
-
-
-async def get_optional_viewer(
-    request: Request, token: BearerToken, connection: ReadConnectionDep
-) -> UserView | None:
-    """The caller when a valid token is sent; anonymous (None) otherwise, never an error.
-
-    An API key is served as an anonymous caller (API.md: the public catalog)."""
-    if not token or is_api_key(token):
-        return None
-    try:
-        return await get_viewer(request, token, connection)
-    except (UnauthorizedError, ServiceUnavailableError):
-        return None
-
-
-CurrentUser = Annotated[User, Depends(get_current_user)]
-CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]
-Viewer = Annotated[UserView, Depends(get_viewer)]
-OptionalViewer = Annotated[UserView | None, Depends(get_optional_viewer)]
-
-
-def is_admin(user: User | UserView | None) -> bool:
-    return user is not None and user.role == Role.admin
-
-
-def require_role(*roles: Role) -> Callable[[User], Awaitable[User]]:
-    """A dependency of write routes that lets through only users of one of `roles` (403)."""
-
-    async def check(user: CurrentUser) -> User:
-        if user.role not in roles:
-            raise ForbiddenError("Your role does not allow this")
-        return user
-
-    return check
-
-
-def require_viewer_role(*roles: Role) -> Callable[[UserView], Awaitable[UserView]]:
-    """`require_role` for read routes: the caller as a view, 403 for other roles."""
-
-    async def check(viewer: Viewer) -> UserView:
-        if viewer.role not in roles:
-            raise ForbiddenError("Your role does not allow this")
-        return viewer
-
-    return check
-
-
-AdminUser = Annotated[User, Depends(require_role(Role.admin))]
-AdminViewer = Annotated[UserView, Depends(require_viewer_role(Role.admin))]
+from app.core.security import PasswordsDep, TokensDep
+from app.features.auth.service import AuthService, LoginSessions
 
 
 async def get_auth_service(
@@ -212,6 +40,13 @@ async def get_auth_service(
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+async def get_login_sessions(session: SessionDep) -> LoginSessions:
+    return LoginSessions(session)
+
+
+LoginSessionsDep = Annotated[LoginSessions, Depends(get_login_sessions)]
 
 
 def response_floor(seconds: float) -> Any:

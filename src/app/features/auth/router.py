@@ -1,4 +1,5 @@
-"""The auth routes: register, log in, refresh, log out, verify the email, reset the password.
+"""The auth routes: register, log in, refresh, log out, verify the email, reset the password;
+and, on the users tag (`account_router`), the routes that change an account's credentials.
 
 Token responses carry `Cache-Control: no-store`; rate limits are per client IP (see
 `app.core.ratelimit`), with failed logins also counted per account.
@@ -6,23 +7,31 @@ Token responses carry `Cache-Control: no-store`; rate limits are per client IP (
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import Form, Response, status
 
-from app.core.errors import ServiceUnavailableError, UnauthorizedError, error_responses
+from app.core.errors import (
+    ForbiddenError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+    error_responses,
+)
 from app.core.ratelimit import RateLimit, rate_limited_response
 from app.core.routing import make_router
-from app.features.auth.deps import AuthServiceDep, CurrentAuth, CurrentUser, response_floor
+from app.features.auth.deps import AuthServiceDep, LoginSessionsDep, response_floor
 from app.features.auth.errors import (
     AccountDisabledError,
     InvalidCredentialsError,
+    InvalidEmailTokenError,
     InvalidRefreshTokenError,
-    InvalidTokenError,
+    WrongPasswordError,
 )
 from app.features.auth.schemas import (
     EmailIn,
     LoginIn,
+    PasswordChangeIn,
     RefreshIn,
     RegisterIn,
     ResetPasswordIn,
@@ -31,11 +40,20 @@ from app.features.auth.schemas import (
     TokenPair,
     token_pair,
 )
-from app.features.users.errors import EmailTakenError
+from app.features.organizations.deps import OrgServiceDep
+from app.features.organizations.errors import LastOwnerError
+from app.features.users.deps import AdminUser, CurrentAuth, CurrentUser, UserServiceDep
+from app.features.users.errors import EmailTakenError, LastAdminError, UserNotFoundError
 from app.features.users.models import User
-from app.features.users.schemas import UserOut
+from app.features.users.schemas import UserOut, UserUpdate
 
 router = make_router(prefix="/auth", tags=["auth"])
+# The routes of the users tag that end login sessions (a password change, a deactivation, a role
+# change): login sessions are auth's, and the users feature does not import auth. Included right
+# after the users router, so that `PATCH /users/me` is matched before `PATCH /users/{user_id}`.
+account_router = make_router(prefix="/users", tags=["users"])
+AUTH = (UnauthorizedError, ServiceUnavailableError)
+ADMIN = (UnauthorizedError, ForbiddenError, ServiceUnavailableError)
 
 LoginLimit = RateLimit("login", "rate_limit_login")  # /login and /token share the bucket
 # Known email: ~7 ms here (a token row, an outbox row, the job relay); unknown: ~3 ms. Both
@@ -160,7 +178,7 @@ async def logout(body: RefreshIn, caller: CurrentAuth, auth: AuthServiceDep) -> 
     "/verify-email",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=_responses(InvalidTokenError),
+    responses=_responses(InvalidEmailTokenError),
 )
 async def verify_email(body: TokenIn, auth: AuthServiceDep) -> None:
     """Confirm the email address with the token of the emailed link.
@@ -204,7 +222,7 @@ async def forgot_password(body: EmailIn, auth: AuthServiceDep) -> None:
     "/reset-password",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=_responses(InvalidTokenError),
+    responses=_responses(InvalidEmailTokenError),
 )
 async def reset_password(body: ResetPasswordIn, auth: AuthServiceDep) -> None:
     """Set a new password with the token of the emailed link (single use, expires in 1 h).
@@ -212,3 +230,69 @@ async def reset_password(body: ResetPasswordIn, auth: AuthServiceDep) -> None:
     Every session of the account ends.
     """
     await auth.reset_password(token=body.token, new_password=body.new_password)
+
+
+@account_router.post(
+    "/me/password",
+    response_model=TokenPair,
+    responses={**error_responses(WrongPasswordError, *AUTH), **rate_limited_response()},
+)
+async def change_password(
+    body: PasswordChangeIn, user: CurrentUser, auth: AuthServiceDep, response: Response
+) -> TokenPair:
+    """Change the password. Every earlier token of the account stops working, in every
+    session, and reset links sent before stop working; this client carries on with the new
+    pair returned here.
+
+    A wrong `current_password` counts as a failed login of the account (the same per-account
+    bucket as `/auth/login`); past that limit this route answers 429 with `Retry-After`.
+    """
+    issued = await auth.change_password(
+        user, current_password=body.current_password, new_password=body.new_password
+    )
+    return token_pair(issued, response)
+
+
+@account_router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(LastAdminError, LastOwnerError, *AUTH),
+)
+async def deactivate_me(
+    user: CurrentUser, users: UserServiceDep, orgs: OrgServiceDep, logins: LoginSessionsDep
+) -> None:
+    """Deactivate the caller's account and revoke all its tokens; orders are kept.
+
+    The last active admin gets 409 LAST_ADMIN; the last active owner of an organization that
+    has other members 409 LAST_OWNER.
+    """
+    await orgs.check_account_can_close(user)
+    await users.deactivate(user, logins=logins)
+
+
+@account_router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(UserNotFoundError, LastAdminError, LastOwnerError, *ADMIN),
+)
+async def update_user(
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    admin: AdminUser,
+    users: UserServiceDep,
+    orgs: OrgServiceDep,
+    logins: LoginSessionsDep,
+) -> User:
+    """Change an account's name, role or activity (admins only).
+
+    A role change or a deactivation makes every earlier token of that account fail at once.
+    Demoting or deactivating the last active admin is 409 LAST_ADMIN; deactivating the last
+    active owner of an organization that has other members is 409 LAST_OWNER.
+    """
+    user = await users.require(user_id)
+    if body.is_active is False and user.is_active:
+        await orgs.check_account_can_close(user)
+    return await users.update(
+        user, full_name=body.full_name, role=body.role, is_active=body.is_active, logins=logins
+    )

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from app.features.auth.passwords import GivenPassword, NewPassword
-from app.features.users.schemas import FullName, RequestModel
+from app.features.auth.password_policy import GivenPassword, NewPassword
+from app.features.users.schemas import FullName
+from app.shared.schemas import RequestModel
 
 # Tokens are JWTs or 43-character URL-safe strings; the bound only stops abuse.
 TokenText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]

@@ -34,25 +34,62 @@ from app.core.security import (
     Tokens,
     digest,
     new_secret,
+    revoked_session_key,
     sealer_for,
 )
 from app.features.auth.errors import (
     AccountDisabledError,
     InvalidCredentialsError,
+    InvalidEmailTokenError,
     InvalidRefreshTokenError,
     WrongPasswordError,
 )
-from app.features.auth.errors import InvalidTokenError as InvalidEmailTokenError
 from app.features.auth.models import EmailTokenPurpose
-from app.features.auth.repository import EmailTokenRepository, RefreshTokenRepository
+from app.features.auth.repository import (
+    EmailTokenRepository,
+    LoginSessionRepository,
+    RefreshTokenRepository,
+)
 from app.features.auth.schemas import IssuedTokens
-from app.features.auth.sessions import SessionService, revoked_session_key
 from app.features.users.models import User
 from app.features.users.service import UserService
 
 log = get_logger(__name__)
 
 FAILED_LOGIN_SCOPE = "failed-login"
+
+
+class LoginSessions:
+    """Ending login sessions in PostgreSQL (their access tokens are denied in Redis by
+    `AuthService`).
+
+    `UserService` takes one (as its `LoginRevoker`) for every credential change it makes, so
+    that users never import auth.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.login_sessions = LoginSessionRepository(session)
+        self.refresh_tokens = RefreshTokenRepository(session)
+        self.email_tokens = EmailTokenRepository(session)
+
+    async def revoke_all(self, user_id: uuid.UUID) -> int:
+        """Revoke every refresh token of every login session of the user, and void its reset
+        links.
+
+        Called on every credential change (password change or reset, role change,
+        deactivation): a reset link mailed before it must not undo it. Access tokens are
+        killed by the bump of `token_version` that goes with this call.
+        """
+        await self.email_tokens.expire_for_user(user_id, EmailTokenPurpose.reset_password)
+        await self.login_sessions.revoke_user(user_id)
+        return await self.refresh_tokens.revoke_user(user_id)
+
+    async def revoke(self, session_id: uuid.UUID) -> int:
+        """End one login session: its row first (this waits for a refresh holding its lock to
+        commit), then every refresh token it has, the one that refresh just issued included.
+        Returns how many tokens were revoked."""
+        await self.login_sessions.revoke(session_id)
+        return await self.refresh_tokens.revoke_session(session_id)
 
 
 class AuthService:
@@ -75,7 +112,7 @@ class AuthService:
         self.limiter = limiter
         self.session_factory = session_factory
         self.users = UserService(session)
-        self.sessions = SessionService(session)
+        self.logins = LoginSessions(session)
         self.refresh_tokens = RefreshTokenRepository(session)
         self.email_tokens = EmailTokenRepository(session)
 
@@ -163,7 +200,9 @@ class AuthService:
         if user is None or not user.is_active:
             raise InvalidEmailTokenError
         # Every session ends, and every other reset link is used up with this one.
-        await self.users.set_password(user, await self.passwords.hash(new_password))
+        await self.users.set_password(
+            user, await self.passwords.hash(new_password), logins=self.logins
+        )
         await self._send_password_notice(user)
         log.info("auth.password_reset", user_id=str(user.id))
 
@@ -179,7 +218,9 @@ class AuthService:
         if not await self.passwords.verify(user.password_hash, current_password):
             raise WrongPasswordError
         await self._clear_password_attempts(user.email)
-        await self.users.set_password(user, await self.passwords.hash(new_password))
+        await self.users.set_password(
+            user, await self.passwords.hash(new_password), logins=self.logins
+        )
         issued = await self._start_session(user)
         await self._send_password_notice(user)
         log.info("auth.password_changed", user_id=str(user.id), session_id=str(issued.session_id))
@@ -258,7 +299,7 @@ class AuthService:
             claims = self.tokens.decode(refresh_token, "refresh")
         except InvalidTokenError:
             raise InvalidRefreshTokenError from None
-        locked = await self.sessions.login_sessions.lock(claims.session_id)
+        locked = await self.logins.login_sessions.lock(claims.session_id)
         if locked is None or locked.revoked or locked.user_id != claims.subject:
             raise InvalidRefreshTokenError
         jti_hash = digest(claims.jti)
@@ -338,7 +379,7 @@ class AuthService:
         # row) is rolled back: the revocation takes that lock in its turn.
         await self.session.rollback()
         async with session_scope(self.session_factory) as own:
-            revoked = await SessionService(own).revoke(session_id)
+            revoked = await LoginSessions(own).revoke(session_id)
         log.warning(
             "auth.refresh_reused",
             user_id=str(user_id),
@@ -364,7 +405,7 @@ class AuthService:
         if claims is not None and claims.subject == user.id:
             ended.add(claims.session_id)
         for session_id in sorted(ended):
-            await self.sessions.revoke(session_id)
+            await self.logins.revoke(session_id)
             await self._deny_access_tokens(session_id)
             log.info("auth.logged_out", user_id=str(user.id), session_id=str(session_id))
 
@@ -377,7 +418,7 @@ class AuthService:
 
     async def _start_session(self, user: User) -> IssuedTokens:
         session_id = uuid7()
-        await self.sessions.login_sessions.add(session_id=session_id, user_id=user.id)
+        await self.logins.login_sessions.add(session_id=session_id, user_id=user.id)
         return await self._issue(user, session_id, jti=new_secret())
 
     async def _issue(self, user: User, session_id: uuid.UUID, *, jti: str) -> IssuedTokens:

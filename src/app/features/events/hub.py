@@ -27,10 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.core.logging import get_logger
 from app.core.reads import ReadConnection
-from app.features.auth.liveness import SessionRef, check_sessions
 from app.features.events import metrics
 from app.features.events.audience import viewer_audiences
 from app.features.events.store import ALL_STREAM, REDIS_DOWN, Event, StreamId, event_from_entry
+from app.features.users.liveness import LoginSessionRef, check_login_sessions
 from app.features.users.models import Role
 
 log = get_logger(__name__)
@@ -375,10 +375,10 @@ class Hub:
         if not live:
             self._last_check_ok = time.monotonic()
             return
-        refs = [SessionRef(c.session_id, c.user_id, c.token_version) for c in live]
+        refs = [LoginSessionRef(c.session_id, c.user_id, c.token_version) for c in live]
         reads = ReadConnection(self.engine)
         try:
-            liveness = await check_sessions(self.redis, reads, refs)
+            liveness = await check_login_sessions(self.redis, reads, refs)
             viewers = {user_id: role == Role.admin for user_id, role in liveness.roles.items()}
             audiences = await viewer_audiences(reads, viewers)
         except Exception as exc:  # Redis or the database away, most likely: see below

@@ -33,9 +33,6 @@ from app.features.events.store import REDIS_DOWN, EventStore
 
 log = get_logger(__name__)
 
-ORDER_CREATED = "order.created"
-ORDER_STATUS_CHANGED = "order.status_changed"
-
 _RELAY_KEY = "events.relay"
 _TABLE: Table = EventOutbox.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_TABLE).values(
@@ -236,5 +233,6 @@ async def record(session: AsyncSession, name: str, data: bytes, audiences: list[
 async def order_event(session: AsyncSession, name: str, order: OrderLike, data: bytes) -> uuid.UUID:
     """Record an order's event (`order.created`, `order.status_changed`) with the order as it
     now is (`data`: its OrderOut JSON), for its owner, its organization's members and the
-    admins. The one call the orders feature makes."""
+    admins. What the orders feature records its events with (`OrderService(events=...)`): the
+    app hands it in, orders do not import the streams built on them."""
     return await record(session, name, data, order_audiences(order))

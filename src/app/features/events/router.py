@@ -29,7 +29,7 @@ from app.core.errors import (
 from app.core.logging import get_logger
 from app.core.reads import ReadConnection
 from app.core.routing import make_router
-from app.features.auth.deps import BearerToken, authenticate_viewer
+from app.core.security import is_api_key
 from app.features.events import metrics
 from app.features.events.asyncapi import build_asyncapi
 from app.features.events.audience import viewer_audiences
@@ -44,7 +44,8 @@ from app.features.events.hub import (
 )
 from app.features.events.schemas import AuthMessage
 from app.features.events.store import EventStore, Replay, parse_id
-from app.features.organizations.keyauth import authenticate_key, is_api_key
+from app.features.organizations.keyauth import authenticate_key
+from app.features.users.deps import BearerToken, authenticate_viewer
 from app.features.users.models import Role
 
 log = get_logger(__name__)

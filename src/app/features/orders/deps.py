@@ -14,7 +14,7 @@ from app.core.database import SessionDep
 from app.core.errors import UnauthorizedError
 from app.core.reads import ReadConnectionDep
 from app.features.orders.queries import OrderQueries
-from app.features.orders.service import OrderService
+from app.features.orders.service import OrderEvents, OrderService
 from app.features.organizations.deps import OrderWriter
 from app.features.organizations.keyauth import ApiKeyPrincipal
 from app.features.products.deps import product_service
@@ -24,9 +24,11 @@ from app.features.users.service import UserService
 
 async def get_order_service(request: Request, session: SessionDep) -> OrderService:
     settings: Settings = request.app.state.settings
+    events: OrderEvents = request.app.state.order_events
     return OrderService(
         session,
         product_service(request, session),
+        events=events,
         currency=settings.currency,
         require_verified_email=settings.require_verified_email,
     )

@@ -18,7 +18,6 @@ from app.core.errors import (
 from app.core.idempotency import IDEMPOTENCY_ERRORS, REPLAYED_HEADERS, idempotent
 from app.core.reads import ReadConnection, ReadConnectionDep
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, CurrentUser, Viewer, is_admin
 from app.features.orders.cursor import order_key, order_scope, parse_order_key
 from app.features.orders.deps import Customer, OrderQueriesDep, OrderServiceDep, get_customer
 from app.features.orders.errors import (
@@ -51,6 +50,7 @@ from app.features.organizations.errors import (
 )
 from app.features.organizations.queries import OrgQueries
 from app.features.products.errors import InsufficientStockError, ProductUnavailableError
+from app.features.users.deps import AdminUser, CurrentUser, Viewer, is_admin
 from app.shared.cursor import CursorParams, Cursors, CursorScope, ListParamsDep
 
 router = make_router(prefix="/orders", tags=["orders"])

@@ -12,21 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.features.orders.models import OrderStatus
 from app.shared.cursor import CursorPage
 from app.shared.pagination import Page
+from app.shared.schemas import RequestModel
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class OrderLineCreate(_Request):
+class OrderLineCreate(RequestModel):
     product_id: uuid.UUID
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
 
 
-class OrderCreate(_Request):
+class OrderCreate(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -62,7 +59,7 @@ class OrderCreate(_Request):
         return items
 
 
-class OrderStatusUpdate(_Request):
+class OrderStatusUpdate(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "paid"}]})
 
     status: OrderStatus

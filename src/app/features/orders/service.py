@@ -7,14 +7,13 @@ Flushes, never commits: the request's session commits once the endpoint returns.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import utcnow, uuid7
 from app.core.email import queue_email
 from app.core.logging import get_logger
-from app.features.events.publisher import ORDER_CREATED, ORDER_STATUS_CHANGED, order_event
 from app.features.orders.errors import (
     EmailNotVerifiedError,
     InvalidTransitionError,
@@ -32,6 +31,24 @@ from app.features.users.models import Role, User
 from app.features.users.service import UserService
 
 log = get_logger(__name__)
+
+# The order events of the event streams (API.md, "Real-time events").
+ORDER_CREATED = "order.created"
+ORDER_STATUS_CHANGED = "order.status_changed"
+
+
+class OrderEvents(Protocol):
+    """Records an order's event (`data`: its OrderOut JSON) in the caller's transaction, to be
+    published once it commits (`events.publisher.order_event`).
+
+    The event streams are built on orders (they carry `OrderOut`s), so orders do not import
+    them: the app hands this in at assembly (`app.state.order_events`, see `orders.deps`).
+    """
+
+    async def __call__(
+        self, session: AsyncSession, name: str, order: Order | OrderView, data: bytes
+    ) -> object: ...
+
 
 # The status machine of API.md: where an order may go from each status.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -108,12 +125,14 @@ class OrderService:
         session: AsyncSession,
         products: ProductService,
         *,
+        events: OrderEvents,
         currency: str,
         require_verified_email: bool = False,
     ) -> None:
         self.session = session
         self.repository = OrderRepository(session)
         self.products = products
+        self.events = events
         self.currency = currency
         self.require_verified_email = require_verified_email
 
@@ -167,7 +186,7 @@ class OrderService:
             updated_at=now,
         )
         await self.repository.add(order, changed_by=user.id)
-        await order_event(self.session, ORDER_CREATED, order, order_json(order))
+        await self.events(self.session, ORDER_CREATED, order, order_json(order))
         await queue_email(
             self.session, to=user.email, template="order_confirmed", context=email_context(order)
         )
@@ -233,7 +252,7 @@ class OrderService:
             )
         )
         out = view_of(order, lines)
-        await order_event(self.session, ORDER_STATUS_CHANGED, out, order_json(out))
+        await self.events(self.session, ORDER_STATUS_CHANGED, out, order_json(out))
         template = _STATUS_EMAILS.get(target)
         if template is not None:
             owner = await UserService(self.session).get(order.user_id)

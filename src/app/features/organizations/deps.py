@@ -14,17 +14,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.config import Settings
 from app.core.database import SessionDep
 from app.core.reads import ReadConnectionDep
-from app.features.auth.deps import BearerToken, CurrentUser, get_current_user, get_viewer
+from app.core.security import is_api_key
 from app.features.organizations.access import OrgAccess, key_access
 from app.features.organizations.errors import (
     InsufficientScopeError,
     OrganizationNotFoundError,
     OrgRoleForbiddenError,
 )
-from app.features.organizations.keyauth import ApiKeyPrincipal, authenticate_key, is_api_key
+from app.features.organizations.keyauth import ApiKeyPrincipal, authenticate_key
 from app.features.organizations.models import ApiKeyScope, OrgRole
 from app.features.organizations.queries import OrgQueries
 from app.features.organizations.service import OrganizationService
+from app.features.users.deps import BearerToken, CurrentUser, get_current_user, get_viewer
 from app.features.users.models import User
 from app.features.users.queries import UserView
 

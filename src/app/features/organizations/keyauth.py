@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,11 +37,12 @@ from app.core.database import utcnow
 from app.core.errors import ServiceUnavailableError, UnauthorizedError
 from app.core.logging import get_logger
 from app.core.ratelimit import get_rate_limiter, rate_limited
+from app.core.security import API_KEY_PREFIX
+from app.features.organizations.errors import InsufficientScopeError
 from app.features.organizations.repository import key_by_hash, touch_key
 
 log = get_logger(__name__)
 
-API_KEY_PREFIX = "sk_"
 KEY_RANDOM_BYTES = 32
 PREFIX_LENGTH = 11
 CACHE_TTL_SECONDS = 60
@@ -48,10 +50,6 @@ CACHE_TTL_SECONDS = 60
 TOMBSTONE_TTL_SECONDS = 2 * CACHE_TTL_SECONDS
 LAST_USED_EVERY_SECONDS = 60
 _TOMBSTONE = b"deleted"
-
-
-def is_api_key(token: str) -> bool:
-    return token.startswith(API_KEY_PREFIX)
 
 
 def new_key() -> str:
@@ -149,6 +147,17 @@ async def authenticate_key(request: HTTPConnection, key: str) -> ApiKeyPrincipal
         await touch_key(engine, principal.id)
     request.state.api_key_id = str(principal.id)
     return principal
+
+
+async def refuse_key_of_person_route(connection: HTTPConnection, key: str) -> NoReturn:
+    """An API key sent to a route of people (API.md: a key never reaches one): 401 if it is not
+    a live key, else 403 INSUFFICIENT_SCOPE.
+
+    The people's authentication (`users.deps`) calls this through `app.state.api_key_gate`,
+    which the app sets at assembly: users sit below organizations and may not import them.
+    """
+    await authenticate_key(connection, key)
+    raise InsufficientScopeError("API keys may not use this route")
 
 
 async def forget_keys(redis: Redis, key_hashes: Iterable[str]) -> None:

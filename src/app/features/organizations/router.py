@@ -20,7 +20,6 @@ from app.core.errors import (
     error_responses,
 )
 from app.core.routing import make_router
-from app.features.auth.deps import CurrentUser
 from app.features.organizations.deps import (
     ManagerAccess,
     MemberAccess,
@@ -58,6 +57,7 @@ from app.features.organizations.schemas import (
     OrganizationPage,
     OrganizationUpdate,
 )
+from app.features.users.deps import CurrentUser
 from app.shared.pagination import PageParamsDep
 
 router = make_router(tags=["organizations"])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
 
 from app.features.organizations.models import ApiKeyScope, OrgRole
-from app.features.users.schemas import RequestModel, StoredEmail
+from app.features.users.schemas import StoredEmail
 from app.shared.pagination import Page
-from app.shared.patch import omittable
+from app.shared.patch import omittable, rejecting_null
+from app.shared.schemas import RequestModel
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{2,39}$"
 
@@ -34,12 +35,6 @@ class InvitationStatusOut(StrEnum):
     expired = "expired"
 
 
-def _not_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("may be left out, but not null")
-    return value
-
-
 class OrganizationCreate(RequestModel):
     name: OrgName
     slug: Slug | None = Field(
@@ -52,7 +47,7 @@ class OrganizationUpdate(RequestModel):
     name: OrgName | None = omittable()
     slug: Slug | None = omittable()
 
-    _no_null = field_validator("name", "slug", mode="before")(_not_null)
+    _no_null = field_validator("name", "slug", mode="before")(rejecting_null())
 
 
 class OrganizationOut(BaseModel):

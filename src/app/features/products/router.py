@@ -26,7 +26,6 @@ from app.core.errors import (
 from app.core.http_cache import PRIVATE, conditional_json, public_cache_control
 from app.core.middleware import BodyLimitExemption
 from app.core.routing import make_router
-from app.features.auth.deps import AdminUser, OptionalViewer, is_admin
 from app.features.products.deps import ImageServiceDep, ProductQueriesDep, ProductServiceDep
 from app.features.products.errors import (
     ImageNotFoundError,
@@ -44,6 +43,7 @@ from app.features.products.schemas import (
     ProductUpdate,
 )
 from app.features.products.uploads import read_image_form
+from app.features.users.deps import AdminUser, OptionalViewer, is_admin
 from app.features.users.queries import UserView
 from app.shared.cursor import CursorParams, ListParamsDep
 

@@ -11,7 +11,8 @@ from typing_extensions import TypedDict
 
 from app.shared.cursor import CursorPage
 from app.shared.pagination import Page
-from app.shared.patch import omittable
+from app.shared.patch import omittable, rejecting_null
+from app.shared.schemas import RequestModel
 
 INT32_MAX = 2**31 - 1
 
@@ -35,11 +36,7 @@ PriceCents = Annotated[
 Stock = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_not_a_bool)]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class ProductCreate(_Request):
+class ProductCreate(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -61,7 +58,7 @@ class ProductCreate(_Request):
     stock: Stock
 
 
-class ProductUpdate(_Request):
+class ProductUpdate(RequestModel):
     """A patch: only the fields sent change; `description: null` clears it."""
 
     model_config = ConfigDict(
@@ -74,13 +71,10 @@ class ProductUpdate(_Request):
     stock: Stock | None = omittable()
     is_active: bool | None = omittable()
 
-    @field_validator("name", "price_cents", "stock", "is_active")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Only reached for a value that was sent: an explicit null of a required column.
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+    # An explicit null of a required column.
+    _no_null = field_validator("name", "price_cents", "stock", "is_active")(
+        rejecting_null("may not be null")
+    )
 
 
 class VariantOut(BaseModel):
@@ -121,18 +115,13 @@ class ImageOut(BaseModel):
     )
 
 
-class ImageUpdate(_Request):
+class ImageUpdate(RequestModel):
     """A patch: `alt_text` (null clears it) and/or `position` (0..n-1; the others shift)."""
 
     alt_text: Annotated[str, Field(max_length=500)] | None = None
     position: Annotated[int, Field(ge=0), BeforeValidator(_not_a_bool)] | None = omittable()
 
-    @field_validator("position")
-    @classmethod
-    def _position_not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+    _no_null = field_validator("position")(rejecting_null("may not be null"))
 
 
 class ProductOut(BaseModel):

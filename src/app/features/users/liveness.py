@@ -1,8 +1,10 @@
-"""Whether the sessions behind long-lived connections still hold, checked for many at once.
+"""Whether the login sessions behind long-lived connections still hold, checked for many at
+once.
 
-A request is authenticated once (`deps.authenticate`); a connection that stays open (the event
-streams) must stop when its session ends. This applies the same rules to a whole process's
-connections in two round trips: the session denylist in Redis (logout, theft) and the accounts
+A request is authenticated once (`users.deps`); a connection that stays open (the event
+streams) must stop when its login session ends. This applies the same rules to a whole
+process's connections in two round trips: the login-session denylist in Redis (logout, theft,
+`core.security.revoked_session_key`) and the accounts
 in PostgreSQL (deactivation, and the token version that a password change, reset or role change
 bumps).
 """
@@ -16,13 +18,13 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.core.reads import ReadConnection
-from app.features.auth.sessions import revoked_session_key
+from app.core.security import revoked_session_key
 from app.features.users.models import Role
 from app.features.users.queries import UserQueries
 
 
 @dataclass(frozen=True, slots=True)
-class SessionRef:
+class LoginSessionRef:
     session_id: uuid.UUID
     user_id: uuid.UUID
     token_version: int
@@ -30,14 +32,14 @@ class SessionRef:
 
 @dataclass(frozen=True, slots=True)
 class Liveness:
-    ended: frozenset[uuid.UUID]  # session ids whose tokens no longer hold
+    ended: frozenset[uuid.UUID]  # login session ids whose tokens no longer hold
     roles: dict[uuid.UUID, Role]  # the current role of each user whose sessions hold
 
 
-async def check_sessions(
-    redis: Redis, connection: ReadConnection, refs: Sequence[SessionRef]
+async def check_login_sessions(
+    redis: Redis, connection: ReadConnection, refs: Sequence[LoginSessionRef]
 ) -> Liveness:
-    """Which of these sessions have ended; raises on a Redis or database outage."""
+    """Which of these login sessions have ended; raises on a Redis or database outage."""
     if not refs:
         return Liveness(frozenset(), {})
     session_ids = list(dict.fromkeys(ref.session_id for ref in refs))

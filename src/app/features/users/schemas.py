@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, WithJsonSchema, field_validator
 
 from app.features.users.models import Role
 from app.shared.pagination import Page
-from app.shared.patch import omittable
+from app.shared.patch import omittable, rejecting_null
+from app.shared.schemas import RequestModel
 
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-
-
-class RequestModel(BaseModel):
-    """Request bodies: unknown fields are rejected, strings stripped."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 # An address that was validated when it came in: sent out as it is stored. Validating it again
@@ -61,12 +56,6 @@ class UserPage(Page[UserOut]):
     """A page of users (its own OpenAPI component, `UserPage`)."""
 
 
-def _not_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("may be left out, but not null")
-    return value
-
-
 class ProfileUpdate(RequestModel):
     """What a user may change about themselves; `role`, `email`, `is_active`... are unknown."""
 
@@ -74,7 +63,7 @@ class ProfileUpdate(RequestModel):
 
     full_name: FullName | None = omittable()
 
-    _no_null = field_validator("full_name", mode="before")(_not_null)
+    _no_null = field_validator("full_name", mode="before")(rejecting_null())
 
 
 class UserUpdate(RequestModel):
@@ -88,4 +77,4 @@ class UserUpdate(RequestModel):
     role: Role | None = omittable()
     is_active: bool | None = omittable()
 
-    _no_null = field_validator("full_name", "role", "is_active", mode="before")(_not_null)
+    _no_null = field_validator("full_name", "role", "is_active", mode="before")(rejecting_null())

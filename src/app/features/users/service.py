@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.logging import get_logger
-from app.features.auth.sessions import SessionService
 from app.features.users.errors import LastAdminError, UserNotFoundError
 from app.features.users.models import Role, User
 from app.features.users.repository import UserRepository
@@ -15,10 +15,20 @@ from app.features.users.repository import UserRepository
 log = get_logger(__name__)
 
 
+class LoginRevoker(Protocol):
+    """Ends every login session of a user and voids its reset links (auth's `LoginSessions`).
+
+    Login sessions are auth's, and auth is built on users: the methods that change a user's
+    credentials take one from their caller instead of importing it, so the dependency between
+    the two features runs one way.
+    """
+
+    async def revoke_all(self, user_id: uuid.UUID) -> int: ...
+
+
 class UserService:
     def __init__(self, session: AsyncSession) -> None:
         self.users = UserRepository(session)
-        self.sessions = SessionService(session)
 
     async def get(self, user_id: uuid.UUID) -> User | None:
         return await self.users.get(user_id)
@@ -69,6 +79,7 @@ class UserService:
         full_name: str | None = None,
         role: Role | None = None,
         is_active: bool | None = None,
+        logins: LoginRevoker,
     ) -> User:
         """An admin's change; demoting or deactivating the last active admin is refused."""
         role_changed = role is not None and role != user.role
@@ -84,7 +95,7 @@ class UserService:
         if role_changed or deactivated:
             # The role is in every access token and an inactive user has no business with
             # any token: make every earlier token fail at once.
-            await self.invalidate_tokens(user)
+            await self.invalidate_tokens(user, logins)
         await self.users.flush()
         log.info(
             "user.updated",
@@ -95,19 +106,19 @@ class UserService:
         )
         return user
 
-    async def deactivate(self, user: User) -> None:
+    async def deactivate(self, user: User, *, logins: LoginRevoker) -> None:
         """The user closes their own account: tokens revoked, data (orders) kept."""
         if user.role == Role.admin and user.is_active:
             await self._keep_an_admin(user)
         user.is_active = False
-        await self.invalidate_tokens(user)
+        await self.invalidate_tokens(user, logins)
         await self.users.flush()
         log.info("user.deactivated", user_id=str(user.id))
 
-    async def set_password(self, user: User, password_hash: str) -> None:
-        """A new password: every earlier token of the user fails, in every session."""
+    async def set_password(self, user: User, password_hash: str, *, logins: LoginRevoker) -> None:
+        """A new password: every earlier token of the user fails, in every login session."""
         user.password_hash = password_hash
-        await self.invalidate_tokens(user)
+        await self.invalidate_tokens(user, logins)
         await self.users.flush()
 
     async def rehash_password(self, user: User, password_hash: str) -> None:
@@ -121,11 +132,15 @@ class UserService:
             await self.users.flush()
             log.info("user.verified", user_id=str(user.id))
 
-    async def invalidate_tokens(self, user: User) -> None:
+    async def invalidate_tokens(self, user: User, logins: LoginRevoker) -> None:
+        """Every access token carries the version: bumping it kills them all at once; `logins`
+        ends the login sessions (their refresh tokens) and the reset links."""
         user.token_version += 1
-        await self.sessions.revoke_all(user.id)
+        await logins.revoke_all(user.id)
 
-    async def make_admin(self, *, email: str, password_hash: str, full_name: str) -> User:
+    async def make_admin(
+        self, *, email: str, password_hash: str, full_name: str, logins: LoginRevoker
+    ) -> User:
         """Create an admin, or promote (and re-activate) the account of that email.
 
         The given password becomes the account's password either way.
@@ -142,7 +157,7 @@ class UserService:
         user.role = Role.admin
         user.is_active = True
         user.password_hash = password_hash
-        await self.invalidate_tokens(user)
+        await self.invalidate_tokens(user, logins)
         await self.users.flush()
         log.info("user.promoted", user_id=str(user.id))
         return user
