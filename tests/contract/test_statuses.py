@@ -25,10 +25,10 @@ from app.core.database import uuid7
 from app.core.security import Tokens
 from app.dev import free_port
 from tests.contract.document import schema
+from tests.problems import PROBLEM
 
 DOCUMENT: dict[str, Any] = schema.raw_schema
 METHODS = {"get", "post", "put", "patch", "delete"}
-PROBLEM = "application/problem+json"
 # /ready answers its own 503 document (not a Problem), tested with the health checks.
 OWN_503 = {"GET /ready"}
 

@@ -1,86 +1,20 @@
-"""Factories and helpers shared by the catalog and orders tests (imported by their conftests)."""
+"""Helpers (not fixtures) of the catalog and orders tests: URLs, the stock as stored, placing an
+order. The fixtures (`make_product`, `login`) are in `tests/integration/conftest.py`."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import pytest
-from httpx import AsyncClient, Response
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from httpx import AsyncClient
 
 from app.features.products.models import Product
-from app.features.users.models import Role, User
-
-PROBLEM = "application/problem+json"
+from app.features.users.models import User
 
 ProductFactory = Callable[..., Awaitable[Product]]
-
-
-@pytest.fixture
-def make_product(db_engine: AsyncEngine) -> ProductFactory:
-    """Write a product straight to the database: `await make_product(stock=3, price_cents=500)`."""
-
-    async def make(
-        *,
-        sku: str | None = None,
-        name: str | None = None,
-        description: str | None = None,
-        price_cents: int = 1000,
-        stock: int = 10,
-        is_active: bool = True,
-    ) -> Product:
-        product = Product(
-            sku=sku or f"SKU-{secrets.token_hex(4).upper()}",
-            name=name or f"Product {secrets.token_hex(3)}",
-            description=description,
-            price_cents=price_cents,
-            stock=stock,
-            is_active=is_active,
-        )
-        async with AsyncSession(db_engine, expire_on_commit=False) as session:
-            session.add(product)
-            await session.commit()
-        return product
-
-    return make
-
-
 Login = Callable[..., Awaitable[tuple[User, dict[str, str]]]]
-
-
-@pytest.fixture
-def login(make_user: Callable[..., Awaitable[User]], auth_headers: Any) -> Login:
-    """A new user and their Authorization header: `user, headers = await login(role=...)`."""
-
-    async def make(*, role: Role = Role.user, **kwargs: Any) -> tuple[User, dict[str, str]]:
-        user = await make_user(role=role, **kwargs)
-        headers: dict[str, str] = await auth_headers(user)
-        return user, headers
-
-    return make
-
-
-def assert_problem(response: Response, status: int, code: str) -> dict[str, Any]:
-    """The response is the Problem Details envelope of API.md with this status and code."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == "about:blank"
-    assert body["title"]
-    assert body["instance"] == response.request.url.path
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert isinstance(body["errors"], list)
-    return body
-
-
-def locs(body: dict[str, Any]) -> list[list[str | int]]:
-    return [error["loc"] for error in body["errors"]]
 
 
 def product_url(product_id: uuid.UUID | str) -> str:
@@ -101,14 +35,19 @@ async def stock_of(db_conn: asyncpg.Connection, product_id: uuid.UUID) -> int:
 
 
 async def place_order(
-    client: AsyncClient, headers: dict[str, str], product_id: uuid.UUID, quantity: int = 1
+    client: AsyncClient,
+    headers: dict[str, str],
+    product_id: uuid.UUID | None = None,
+    quantity: int = 1,
+    *,
+    body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Place a one-line order through the API; it must succeed."""
-    response = await client.post(
-        ORDERS,
-        json={"items": [{"product_id": str(product_id), "quantity": quantity}]},
-        headers=headers,
-    )
+    """Place an order through the API (one line of `product_id`, or the whole `body`); it must
+    succeed. The order as answered."""
+    if body is None:
+        assert product_id is not None
+        body = {"items": [{"product_id": str(product_id), "quantity": quantity}]}
+    response = await client.post(ORDERS, json=body, headers=headers)
     assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    order: dict[str, Any] = response.json()
+    return order

@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import ConflictError, RateLimitedError
 from app.core.routing import make_router
-
-PROBLEM = "application/problem+json"
+from tests.problems import assert_problem
 
 
 class InsufficientWidgetsError(ConflictError):
@@ -54,19 +53,6 @@ def add_test_routes(app: FastAPI) -> None:
 async def api(make_client: Callable[..., Any]) -> AsyncClient:
     client: AsyncClient = await make_client(setup=add_test_routes, max_body_bytes=1024)
     return client
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == "about:blank"
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert isinstance(body["errors"], list)
-    assert body["title"]
-    return body
 
 
 async def test_domain_error_carries_code_and_extra_members(api: AsyncClient) -> None:

@@ -23,7 +23,7 @@ from app.core.idempotency import idempotent
 from app.core.routing import make_router
 from app.features.users.deps import CurrentUser, get_current_user
 from tests.conftest import HeadersFactory, UserFactory
-from tests.integration.catalog import assert_problem
+from tests.problems import assert_problem
 
 PROBE = "/probe/rename"
 

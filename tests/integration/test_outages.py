@@ -26,8 +26,9 @@ from app.core.jobs import outbox_job
 from app.core.logging import configure_logging
 from app.worker import survives_outages
 from tests.conftest import DEFAULT_PASSWORD, create_database
-from tests.integration.auth.helpers import API, assert_problem, bearer, login
+from tests.integration.auth.helpers import API, bearer, login
 from tests.private_postgres import PrivatePostgres
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.slow
 

@@ -31,16 +31,6 @@ def without_request_id(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if key != "request_id"}
 
 
-def assert_problem(response: Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
-
-
 def assert_token_pair(response: Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"

@@ -10,7 +10,8 @@ from httpx import AsyncClient
 
 from app.dev import CapturedMail, SmtpSink
 from tests.conftest import DEFAULT_PASSWORD, DrainJobs, HeadersFactory, UserFactory
-from tests.integration.auth.helpers import API, assert_problem, assert_token_pair, bearer, login
+from tests.integration.auth.helpers import API, assert_token_pair, bearer, login
+from tests.problems import assert_problem
 
 FRONTEND = "http://localhost:5173"
 PASSWORD = "mail flow passphrase"

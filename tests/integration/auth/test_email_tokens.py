@@ -18,14 +18,8 @@ from app.core.database import uuid7
 from app.features.auth.router import FORGOT_PASSWORD_FLOOR_SECONDS
 from app.features.users.models import User
 from tests.conftest import DEFAULT_PASSWORD, HeadersFactory, UserFactory
-from tests.integration.auth.helpers import (
-    API,
-    assert_problem,
-    bearer,
-    login,
-    sha256,
-    without_request_id,
-)
+from tests.integration.auth.helpers import API, bearer, login, sha256, without_request_id
+from tests.problems import assert_problem
 
 NEW_PASSWORD = "brand new passphrase"
 

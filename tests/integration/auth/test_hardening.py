@@ -13,8 +13,9 @@ from httpx import ASGITransport, AsyncClient, Response
 
 from app.features.users.models import Role
 from tests.conftest import DEFAULT_PASSWORD, UserFactory
-from tests.integration.auth.helpers import API, assert_problem, assert_token_pair, bearer, login
+from tests.integration.auth.helpers import API, assert_token_pair, bearer, login
 from tests.integration.auth.test_email_tokens import plant_token
+from tests.problems import assert_problem
 
 NEW_PASSWORD = "another long passphrase"
 WRONG = "wrong-guess-1"

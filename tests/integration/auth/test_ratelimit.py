@@ -10,7 +10,8 @@ from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
 
 from tests.conftest import DEFAULT_PASSWORD, HeadersFactory, UserFactory
-from tests.integration.auth.helpers import API, assert_problem, login
+from tests.integration.auth.helpers import API, login
+from tests.problems import assert_problem
 
 PASSWORD = "registration passphrase"
 

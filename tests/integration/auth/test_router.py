@@ -20,7 +20,6 @@ from tests.conftest import DEFAULT_PASSWORD, TEST_JWT_SECRET, UserFactory
 from tests.integration.auth.helpers import (
     API,
     age_rotations,
-    assert_problem,
     assert_token_pair,
     bearer,
     claims,
@@ -28,6 +27,7 @@ from tests.integration.auth.helpers import (
     sha256,
     without_request_id,
 )
+from tests.problems import assert_problem
 
 NEW_PASSWORD = "a perfectly long passphrase"
 

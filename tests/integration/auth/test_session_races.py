@@ -14,12 +14,12 @@ from tests.conftest import UserFactory
 from tests.integration.auth.helpers import (
     API,
     age_rotations,
-    assert_problem,
     assert_token_pair,
     bearer,
     claims,
     login,
 )
+from tests.problems import assert_problem
 
 RACES = 60
 

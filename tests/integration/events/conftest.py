@@ -256,6 +256,3 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
 
 def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
-
-
-from tests.integration.catalog import make_product  # noqa: E402, F401 - a fixture for the tests here

@@ -13,12 +13,11 @@ from tests.integration.catalog import (
     ORDERS,
     Login,
     ProductFactory,
-    assert_problem,
-    locs,
     order_url,
     product_url,
     stock_of,
 )
+from tests.problems import assert_problem, locs
 
 
 async def order_count(db_conn: asyncpg.Connection) -> int:

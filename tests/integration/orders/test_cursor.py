@@ -14,14 +14,8 @@ from httpx import AsyncClient
 
 from app.features.orders.queries import _KEYSET_PAGES
 from app.features.users.models import Role
-from tests.integration.catalog import (
-    ORDERS,
-    Login,
-    ProductFactory,
-    assert_problem,
-    order_url,
-    place_order,
-)
+from tests.integration.catalog import ORDERS, Login, ProductFactory, order_url, place_order
+from tests.problems import assert_problem
 
 
 async def walk(

@@ -8,16 +8,9 @@ from httpx import AsyncClient
 
 from app.dev import SmtpSink
 from app.features.users.models import Role
-from tests.integration.catalog import ORDERS, Login, ProductFactory, order_url
+from tests.integration.catalog import ORDERS, Login, ProductFactory, order_url, place_order
 
 DrainJobs = Callable[[], Awaitable[None]]
-
-
-async def place(client: AsyncClient, headers: dict[str, str], body: dict[str, object]) -> str:
-    response = await client.post(ORDERS, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    order_id: str = response.json()["id"]
-    return order_id
 
 
 class TestOrderEmails:
@@ -32,16 +25,13 @@ class TestOrderEmails:
         user, headers = await login()
         mug = await make_product(sku="MUG-1", name="Coffee mug", price_cents=1250)
         tea = await make_product(sku="TEA-1", name="Green tea", price_cents=300)
-        order_id = await place(
-            client,
-            headers,
-            {
-                "items": [
-                    {"product_id": str(mug.id), "quantity": 2},
-                    {"product_id": str(tea.id), "quantity": 1},
-                ]
-            },
-        )
+        body = {
+            "items": [
+                {"product_id": str(mug.id), "quantity": 2},
+                {"product_id": str(tea.id), "quantity": 1},
+            ]
+        }
+        order_id = (await place_order(client, headers, body=body))["id"]
         await drain_jobs()
         assert len(smtp_sink.messages) == 1
         mail = smtp_sink.messages[0]
@@ -67,8 +57,8 @@ class TestOrderEmails:
         _, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
         body = {"items": [{"product_id": str(product.id), "quantity": 1}]}
-        shipped_id = await place(client, headers, body)
-        cancelled_id = await place(client, headers, body)
+        shipped_id = (await place_order(client, headers, body=body))["id"]
+        cancelled_id = (await place_order(client, headers, body=body))["id"]
         await drain_jobs()
         smtp_sink.clear()
         for status in ("paid", "shipped", "delivered"):
@@ -97,9 +87,7 @@ class TestOrderEmails:
     ) -> None:
         owner, headers = await login()
         product = await make_product(name="Teapot")
-        order_id = await place(
-            client, headers, {"items": [{"product_id": str(product.id), "quantity": 1}]}
-        )
+        order_id = (await place_order(client, headers, product.id))["id"]
         assert (await client.post(f"{order_url(order_id)}/cancel", headers=headers)).is_success
         await drain_jobs()
         cancelled = [m for m in smtp_sink.messages if m.subject.endswith("cancelled")]

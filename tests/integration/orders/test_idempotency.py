@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from httpx import AsyncClient
 
-from tests.integration.catalog import ORDERS, Login, ProductFactory, assert_problem, locs, stock_of
+from tests.integration.catalog import ORDERS, Login, ProductFactory, stock_of
+from tests.problems import assert_problem, locs
 
 
 def order_body(product_id: uuid.UUID, quantity: int = 1, **extra: Any) -> dict[str, Any]:

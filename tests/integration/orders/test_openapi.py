@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-PROBLEM = "application/problem+json"
+from tests.problems import PROBLEM
 
 ROUTES: dict[tuple[str, str], set[str]] = {
     ("get", "/api/v1/products"): {"200", "304", "422", "503"},

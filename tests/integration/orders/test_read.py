@@ -16,15 +16,8 @@ from sqlalchemy import event
 
 from app.features.orders.queries import _PAGES
 from app.features.users.models import Role, User
-from tests.integration.catalog import (
-    ORDERS,
-    Login,
-    ProductFactory,
-    assert_problem,
-    locs,
-    order_url,
-    place_order,
-)
+from tests.integration.catalog import ORDERS, Login, ProductFactory, order_url, place_order
+from tests.problems import assert_problem, locs
 
 
 @asynccontextmanager

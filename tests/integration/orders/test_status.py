@@ -14,15 +14,8 @@ from httpx import AsyncClient
 from app.features.orders.models import OrderStatus
 from app.features.orders.service import TRANSITIONS
 from app.features.users.models import Role
-from tests.integration.catalog import (
-    Login,
-    ProductFactory,
-    assert_problem,
-    locs,
-    order_url,
-    place_order,
-    stock_of,
-)
+from tests.integration.catalog import Login, ProductFactory, order_url, place_order, stock_of
+from tests.problems import assert_problem, locs
 
 ALLOWED = [
     ("pending", "paid"),
@@ -41,14 +34,6 @@ def cancel_url(order_id: str) -> str:
 
 def status_url(order_id: str) -> str:
     return f"{order_url(order_id)}/status"
-
-
-async def place(
-    client: AsyncClient, headers: dict[str, str], product_id: uuid.UUID, quantity: int = 2
-) -> str:
-    """A pending order (two units unless told); its id."""
-    order: dict[str, Any] = await place_order(client, headers, product_id, quantity)
-    return str(order["id"])
 
 
 async def force_status(db_conn: asyncpg.Connection, order_id: str, status: str) -> None:
@@ -89,7 +74,7 @@ class TestCancelOrder:
     ) -> None:
         user, headers = await login()
         product = await make_product(stock=10)
-        order_id = await place(client, headers, product.id, 4)
+        order_id = (await place_order(client, headers, product.id, 4))["id"]
         assert await stock_of(db_conn, product.id) == 6
         response = await client.post(cancel_url(order_id), headers=headers)
         assert response.status_code == 200, response.text
@@ -114,7 +99,7 @@ class TestCancelOrder:
     ) -> None:
         _, headers = await login()
         product = await make_product(stock=10)
-        order_id = await place(client, headers, product.id, 4)
+        order_id = (await place_order(client, headers, product.id, 4))["id"]
         assert (await client.post(cancel_url(order_id), headers=headers)).status_code == 200
         again = await client.post(cancel_url(order_id), headers=headers)
         problem = assert_problem(again, 409, "INVALID_STATE_TRANSITION")
@@ -131,7 +116,7 @@ class TestCancelOrder:
         _, headers = await login()
         _, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
-        order_id = await place(client, headers, product.id, 4)
+        order_id = (await place_order(client, headers, product.id, 4))["id"]
         responses = await asyncio.gather(
             client.post(cancel_url(order_id), headers=headers),
             client.post(cancel_url(order_id), headers=admin),
@@ -150,7 +135,7 @@ class TestCancelOrder:
         _, owner = await login()
         admin_user, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id, 3)
+        order_id = (await place_order(client, owner, product.id, 3))["id"]
         assert (
             await client.patch(status_url(order_id), json={"status": "paid"}, headers=admin)
         ).status_code == 200
@@ -177,7 +162,7 @@ class TestCancelOrder:
         _, owner = await login()
         _, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id, 3)
+        order_id = (await place_order(client, owner, product.id, 3))["id"]
         await force_status(db_conn, order_id, status)
         for headers in (owner, admin):
             response = await client.post(cancel_url(order_id), headers=headers)
@@ -196,7 +181,7 @@ class TestCancelOrder:
         _, owner = await login()
         _, other = await login()
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id, 3)
+        order_id = (await place_order(client, owner, product.id, 3))["id"]
         assert_problem(await client.post(cancel_url(order_id), headers=other), 404, "NOT_FOUND")
         assert await status_of(db_conn, order_id) == "pending"
         assert await stock_of(db_conn, product.id) == 7
@@ -219,7 +204,7 @@ class TestCancelOrder:
     ) -> None:
         _, headers = await login()
         product = await make_product(stock=10)
-        order_id = await place(client, headers, product.id, 4)
+        order_id = (await place_order(client, headers, product.id, 4))["id"]
         await db_conn.execute("UPDATE products SET is_active = false WHERE id = $1", product.id)
         assert (await client.post(cancel_url(order_id), headers=headers)).status_code == 200
         assert await stock_of(db_conn, product.id) == 10
@@ -239,7 +224,7 @@ class TestChangeStatus:
         _, owner = await login()
         admin_user, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id, 3)
+        order_id = (await place_order(client, owner, product.id, 3))["id"]
         await force_status(db_conn, order_id, current)
         response = await client.patch(status_url(order_id), json={"status": target}, headers=admin)
         assert response.status_code == 200, response.text
@@ -273,7 +258,7 @@ class TestChangeStatus:
         _, owner = await login()
         _, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id, 3)
+        order_id = (await place_order(client, owner, product.id, 3))["id"]
         await force_status(db_conn, order_id, current)
         response = await client.patch(status_url(order_id), json={"status": target}, headers=admin)
         problem = assert_problem(response, 409, "INVALID_STATE_TRANSITION")
@@ -292,7 +277,7 @@ class TestChangeStatus:
         _, owner = await login()
         _, admin = await login(role=Role.admin)
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id, 3)
+        order_id = (await place_order(client, owner, product.id, 3))["id"]
         for target in ("paid", "shipped", "delivered"):
             response = await client.patch(
                 status_url(order_id), json={"status": target}, headers=admin
@@ -317,7 +302,7 @@ class TestChangeStatus:
     ) -> None:
         _, owner = await login()
         product = await make_product(stock=10)
-        order_id = await place(client, owner, product.id)
+        order_id = (await place_order(client, owner, product.id, 2))["id"]
         response = await client.patch(status_url(order_id), json={"status": "paid"}, headers=owner)
         assert_problem(response, 403, "FORBIDDEN")
         assert await status_of(db_conn, order_id) == "pending"
@@ -340,7 +325,7 @@ class TestChangeStatus:
     ) -> None:
         _, owner = await login()
         _, admin = await login(role=Role.admin)
-        order_id = await place(client, owner, (await make_product()).id)
+        order_id = (await place_order(client, owner, (await make_product()).id, 2))["id"]
         response = await client.patch(status_url(order_id), json=body, headers=admin)
         assert locs(assert_problem(response, 422, "VALIDATION_ERROR")) == [loc]
 

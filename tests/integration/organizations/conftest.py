@@ -13,9 +13,7 @@ from httpx import AsyncClient
 
 from app.features.organizations.models import OrgRole
 from app.features.users.models import User
-from tests.integration.catalog import Login, login, make_product
-
-__all__ = ["login", "make_product"]
+from tests.integration.catalog import Login
 
 ORGS = "/api/v1/organizations"
 

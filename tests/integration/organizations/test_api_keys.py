@@ -12,8 +12,8 @@ import asyncpg
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
-from tests.integration.catalog import assert_problem
 from tests.integration.organizations.conftest import MakeKey, MakeTeam, bearer
+from tests.problems import assert_problem
 
 ME = "/api/v1/users/me"
 

@@ -17,8 +17,9 @@ import uvicorn
 from app.features.organizations.models import OrgRole
 from app.main import create_app
 from tests.conftest import SettingsFactory
-from tests.integration.catalog import Login, assert_problem
+from tests.integration.catalog import Login
 from tests.integration.organizations.conftest import ORGS, AddMember, MakeKey, MakeTeam, bearer
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ from httpx import AsyncClient
 
 from app.dev import SmtpSink
 from tests.conftest import DrainJobs
-from tests.integration.catalog import Login, assert_problem
+from tests.integration.catalog import Login
 from tests.integration.organizations.conftest import MakeTeam, Team
+from tests.problems import assert_problem
 
 ACCEPT = "/api/v1/invitations/accept"
 

@@ -20,8 +20,9 @@ import pytest
 from httpx import AsyncClient
 
 from app.features.users.models import Role
-from tests.integration.catalog import Login, assert_problem
+from tests.integration.catalog import Login
 from tests.integration.organizations.conftest import MakeKey, MakeTeam, Team, bearer
+from tests.problems import assert_problem
 
 CALLERS = ("owner", "admin", "member", "stranger", "platform_admin", "key_read", "key_write")
 

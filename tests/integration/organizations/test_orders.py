@@ -11,14 +11,7 @@ from httpx import AsyncClient
 
 from app.features.organizations.models import OrgRole
 from app.features.users.models import Role
-from tests.integration.catalog import (
-    ORDERS,
-    Login,
-    ProductFactory,
-    assert_problem,
-    order_url,
-    stock_of,
-)
+from tests.integration.catalog import ORDERS, Login, ProductFactory, order_url, stock_of
 from tests.integration.organizations.conftest import (
     AddMember,
     MakeKey,
@@ -26,6 +19,7 @@ from tests.integration.organizations.conftest import (
     Team,
     bearer,
 )
+from tests.problems import assert_problem
 
 
 async def org_order(

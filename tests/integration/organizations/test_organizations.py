@@ -11,8 +11,9 @@ from httpx import AsyncClient
 from app.features.organizations.models import OrgRole
 from app.features.organizations.service import derive_slug
 from app.features.users.models import Role
-from tests.integration.catalog import Login, assert_problem
+from tests.integration.catalog import Login
 from tests.integration.organizations.conftest import ORGS, AddMember, MakeTeam, org_url
+from tests.problems import assert_problem
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{2,39}$")
 

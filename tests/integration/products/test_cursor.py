@@ -13,7 +13,8 @@ from httpx import AsyncClient
 from app.core.reads import read_query
 from app.features.products.queries import keyset_statement
 from app.features.users.models import Role
-from tests.integration.catalog import Login, ProductFactory, assert_problem
+from tests.integration.catalog import Login, ProductFactory
+from tests.problems import assert_problem
 
 PRODUCTS = "/api/v1/products"
 

@@ -18,13 +18,8 @@ from httpx import AsyncClient, Response
 from redis.asyncio import Redis
 
 from app.features.users.models import Role
-from tests.integration.catalog import (
-    Login,
-    ProductFactory,
-    assert_problem,
-    place_order,
-    product_url,
-)
+from tests.integration.catalog import Login, ProductFactory, place_order, product_url
+from tests.problems import assert_problem
 
 PRODUCTS = "/api/v1/products"
 IDENTITY = {"Accept-Encoding": "identity"}

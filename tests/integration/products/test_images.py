@@ -24,7 +24,8 @@ from app.dev import EmbeddedS3
 from app.features.products.uploads import MAX_BODY_BYTES, MAX_FILE_BYTES
 from app.features.users.models import Role
 from tests.conftest import DrainJobs
-from tests.integration.catalog import Login, ProductFactory, assert_problem
+from tests.integration.catalog import Login, ProductFactory
+from tests.problems import assert_problem
 
 PRODUCTS = "/api/v1/products"
 

@@ -11,13 +11,8 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from app.features.users.models import Role
-from tests.integration.catalog import (
-    Login,
-    ProductFactory,
-    assert_problem,
-    locs,
-    product_url,
-)
+from tests.integration.catalog import Login, ProductFactory, product_url
+from tests.problems import assert_problem, locs
 
 PRODUCTS = "/api/v1/products"
 

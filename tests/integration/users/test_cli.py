@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.config import get_settings
 from tests.conftest import TEST_JWT_SECRET, UserFactory
-from tests.integration.auth.helpers import API, assert_problem, bearer, login
+from tests.integration.auth.helpers import API, bearer, login
+from tests.problems import assert_problem
 from tests.services import Services
 
 runner = CliRunner()

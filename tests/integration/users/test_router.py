@@ -10,14 +10,8 @@ from httpx import AsyncClient
 
 from app.features.users.models import Role
 from tests.conftest import DEFAULT_PASSWORD, HeadersFactory, UserFactory
-from tests.integration.auth.helpers import (
-    API,
-    assert_problem,
-    assert_token_pair,
-    bearer,
-    claims,
-    login,
-)
+from tests.integration.auth.helpers import API, assert_token_pair, bearer, claims, login
+from tests.problems import assert_problem
 
 NEW_PASSWORD = "another long passphrase"
 

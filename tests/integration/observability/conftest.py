@@ -1,3 +1,0 @@
-from tests.integration.catalog import login, make_product
-
-__all__ = ["login", "make_product"]
