@@ -583,6 +583,45 @@ class TestTheTableRuleCatchesPlantedViolations:
         assert foreign_table_access([outbox, registry]) == []
 
 
+def created_at_declared_by_hand(modules: list[Module]) -> list[str]:
+    """A model declaring `created_at` itself instead of taking it from `CreatedAtMixin` (or
+    `TimestampMixin`), which keep the column the same everywhere."""
+    return [
+        f"{_where(module, item.lineno)} declares {node.name}.created_at"
+        for module in modules
+        if module.name != "app.core.database"
+        for node in ast.walk(module.tree)
+        if isinstance(node, ast.ClassDef)
+        for item in node.body
+        if isinstance(item, ast.AnnAssign)
+        and isinstance(item.target, ast.Name)
+        and item.target.id == "created_at"
+        and "Field" in ast.dump(item.value or ast.Constant(None))
+    ]
+
+
+def test_created_at_comes_from_the_mixin() -> None:
+    assert created_at_declared_by_hand(MODULES) == []
+
+
+def test_a_model_declaring_its_own_created_at_is_caught() -> None:
+    planted = _planted(
+        "app.features.auth.models",
+        """
+        class LoginSession(UUIDModel, table=True):
+            created_at: datetime = Field(default_factory=utcnow)
+        """,
+    )
+    assert created_at_declared_by_hand([planted]) == [
+        "app/features/auth/models.py:3 declares LoginSession.created_at"
+    ]
+    mixed = _planted(
+        "app.features.auth.models",
+        "class LoginSession(UUIDModel, CreatedAtMixin, table=True):\n    user_id: uuid.UUID\n",
+    )
+    assert created_at_declared_by_hand([mixed]) == []
+
+
 def test_only_the_access_module_makes_an_org_access() -> None:
     """Organization data is reached through an `OrgAccess`; only `organizations/access.py`
     makes one (from a membership or a key), so no route can forge an access to another org."""
