@@ -19,7 +19,6 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
-from schemathesis.core.failures import FailureGroup
 from schemathesis.python import asgi
 
 from app.features.users.models import Role, User
@@ -28,14 +27,6 @@ from tests.conftest import SettingsFactory
 from tests.contract.document import schema
 
 MAX_EXAMPLES = int(os.environ.get("APP_TEST_CONTRACT_EXAMPLES", "20"))
-
-CheckFunction = Callable[..., object]
-
-# Contract breaks found in features owned by other teams, reported to them. Each entry turns off
-# one check on one operation in the main test, and `test_known_defect_is_still_there` keeps that
-# check running on it as a strict xfail: the day the defect is fixed, that test fails and says
-# to delete its entry here.
-KNOWN_DEFECTS: dict[str, tuple[CheckFunction, str]] = {}
 
 HYPOTHESIS = settings(
     max_examples=MAX_EXAMPLES,
@@ -77,36 +68,8 @@ async def tokens(
 def test_every_operation_keeps_its_documented_contract(
     case: schemathesis.Case, contract_app: FastAPI, tokens: dict[str, dict[str, str]]
 ) -> None:
-    known = KNOWN_DEFECTS.get(case.operation.label)
-    excluded = [known[0]] if known else None
     for headers in tokens.values():
-        case.call_and_validate(headers=headers, app=contract_app, excluded_checks=excluded)
-
-
-def _still_there(label: str) -> Callable[..., None]:
-    """A strict xfail that runs the silenced check on the one operation of a known defect."""
-    check, reason = KNOWN_DEFECTS[label]
-
-    # `exclude` rather than `include`: the config's per-operation entry is an include filter
-    # of its own, and includes add up.
-    @schema.exclude(lambda ctx: ctx.operation.label != label).parametrize()
-    @HYPOTHESIS
-    @pytest.mark.xfail(
-        strict=True,
-        raises=FailureGroup,
-        reason=f"known defect, delete it from KNOWN_DEFECTS: {reason}",
-    )
-    def test(
-        case: schemathesis.Case, contract_app: FastAPI, tokens: dict[str, dict[str, str]]
-    ) -> None:
-        for headers in tokens.values():
-            case.call_and_validate(headers=headers, app=contract_app, checks=[check])
-
-    return test
-
-
-for _number, _label in enumerate(KNOWN_DEFECTS, start=1):
-    globals()[f"test_known_defect_{_number}_is_still_there"] = _still_there(_label)
+        case.call_and_validate(headers=headers, app=contract_app)
 
 
 def test_the_served_document_is_the_one_under_contract(contract_app: FastAPI) -> None:

@@ -50,6 +50,21 @@ class TestCreate:
         assert await db_conn.fetchval("SELECT count(*) FROM organizations") == 1
         assert await db_conn.fetchval("SELECT count(*) FROM organization_members") == 1
 
+    async def test_a_nul_character_in_any_text_is_422_and_writes_nothing(
+        self, client: AsyncClient, login: Login, db_conn: asyncpg.Connection
+    ) -> None:
+        """PostgreSQL cannot store U+0000 in text: refused at the edge, never a 500."""
+        _, headers = await login()
+        response = await client.post(ORGS, json={"name": "Acme\u0000"}, headers=headers)
+        body = assert_problem(response, 422, "VALIDATION_ERROR")
+        assert [error["loc"] for error in body["errors"]] == [["body", "name"]]
+        assert "NUL" in body["errors"][0]["msg"]
+        profile = await client.patch(
+            "/api/v1/users/me", json={"full_name": "Ada\u0000"}, headers=headers
+        )
+        assert_problem(profile, 422, "VALIDATION_ERROR")
+        assert await db_conn.fetchval("SELECT count(*) FROM organizations") == 0
+
     async def test_derived_slug_follows_the_name(self, client: AsyncClient, login: Login) -> None:
         _, headers = await login()
         response = await client.post(ORGS, json={"name": "Café Ünïcode & Co."}, headers=headers)
