@@ -114,6 +114,13 @@ class ForbiddenError(AppError):
     default_detail = "You are not allowed to do this"
 
 
+class InsufficientScopeError(ForbiddenError):
+    """An API key on a route it may not use, or without the scope the route needs (API.md)."""
+
+    code = "INSUFFICIENT_SCOPE"
+    default_detail = "This API key may not use this route"
+
+
 class NotFoundError(AppError):
     status_code = 404
     code = "NOT_FOUND"

@@ -62,3 +62,27 @@ def test_both_order_lists_answer_a_page_or_a_cursor_page(document: dict[str, Any
             parameter["name"] for parameter in operation["parameters"]
         }
         assert "422" in operation["responses"]
+
+
+# The public catalog serves a key as an anonymous caller: never 403 there (API.md).
+PUBLIC_READS = {
+    ("get", "/api/v1/products"),
+    ("get", "/api/v1/products/{product_id}"),
+    ("get", "/api/v1/products/{product_id}/images/{image_id}"),
+}
+
+
+def test_every_route_of_people_declares_the_403_a_key_gets(document: dict[str, Any]) -> None:
+    """A key on a route for people, or without the scope a key route needs, is 403
+    INSUFFICIENT_SCOPE: every such route documents it beside its 401."""
+    undeclared = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if (method, path) in PUBLIC_READS:
+                continue
+            if {"OAuth2PasswordBearer": []} not in operation.get("security", []):
+                continue
+            forbidden = operation["responses"].get("403", {}).get("description", "")
+            if "INSUFFICIENT_SCOPE" not in forbidden:
+                undeclared.append(f"{method.upper()} {path}")
+    assert undeclared == []

@@ -14,6 +14,7 @@ from fastapi import Form, Response, status
 
 from app.core.errors import (
     ForbiddenError,
+    InsufficientScopeError,
     ServiceUnavailableError,
     UnauthorizedError,
     error_responses,
@@ -52,8 +53,9 @@ router = make_router(prefix="/auth", tags=["auth"])
 # change): login sessions are auth's, and the users feature does not import auth. Included right
 # after the users router, so that `PATCH /users/me` is matched before `PATCH /users/{user_id}`.
 account_router = make_router(prefix="/users", tags=["users"])
-AUTH = (UnauthorizedError, ServiceUnavailableError)
-ADMIN = (UnauthorizedError, ForbiddenError, ServiceUnavailableError)
+# An API key on these routes of people: 403 INSUFFICIENT_SCOPE (API.md, Organizations).
+AUTH = (UnauthorizedError, InsufficientScopeError, ServiceUnavailableError)
+ADMIN = (UnauthorizedError, ForbiddenError, InsufficientScopeError, ServiceUnavailableError)
 
 LoginLimit = RateLimit("login", "rate_limit_login")  # /login and /token share the bucket
 # Known email: ~7 ms here (a token row, an outbox row, the job relay); unknown: ~3 ms. Both
@@ -162,7 +164,7 @@ async def refresh(body: RefreshIn, auth: AuthServiceDep, response: Response) -> 
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=_responses(UnauthorizedError, ServiceUnavailableError),
+    responses=_responses(UnauthorizedError, InsufficientScopeError, ServiceUnavailableError),
 )
 async def logout(body: RefreshIn, caller: CurrentAuth, auth: AuthServiceDep) -> None:
     """End this session: its access and refresh tokens stop working at once.
@@ -193,7 +195,7 @@ async def verify_email(body: TokenIn, auth: AuthServiceDep) -> None:
     status_code=status.HTTP_202_ACCEPTED,
     response_class=Response,
     dependencies=[RateLimit("verify-resend", "rate_limit_verify_resend")],
-    responses=_responses(UnauthorizedError, 429, ServiceUnavailableError),
+    responses=_responses(UnauthorizedError, InsufficientScopeError, 429, ServiceUnavailableError),
 )
 async def resend_verification(user: CurrentUser, auth: AuthServiceDep) -> None:
     """Email a new verification link (nothing is sent when the email is already verified)."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from app.core.errors import ForbiddenError
+from app.core.errors import InsufficientScopeError as _InsufficientScopeError
 
 
-class InsufficientScopeError(ForbiddenError):
+class InsufficientScopeError(_InsufficientScopeError):
     """An API key on a route that no API key may use (API.md: the event streams)."""
 
-    code = "INSUFFICIENT_SCOPE"
     default_detail = "API keys cannot open event streams; use a user's access token"

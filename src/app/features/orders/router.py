@@ -56,7 +56,7 @@ from app.shared.cursor import CursorParams, Cursors, CursorScope, ListParamsDep
 router = make_router(prefix="/orders", tags=["orders"])
 
 _JSON = "application/json"
-_AUTH_ERRORS = (UnauthorizedError,)
+_AUTH_ERRORS = (UnauthorizedError, InsufficientScopeError)
 _BODY_ERRORS = (PayloadTooLargeError, UnsupportedMediaTypeError)
 
 _CREATED_HEADERS: dict[str, Any] = {

@@ -6,6 +6,9 @@ import uuid
 
 from app.core.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 
+# One class for every route (core): a key on a person's route, or a key without the scope.
+from app.core.errors import InsufficientScopeError as InsufficientScopeError
+
 
 class OrganizationNotFoundError(NotFoundError):
     """Also what a non-member sees of an existing organization: its existence is not revealed."""
@@ -31,11 +34,6 @@ class ApiKeyNotFoundError(NotFoundError):
 
 class OrgRoleForbiddenError(ForbiddenError):
     default_detail = "Your role in this organization does not allow this"
-
-
-class InsufficientScopeError(ForbiddenError):
-    code = "INSUFFICIENT_SCOPE"
-    default_detail = "This API key may not use this route"
 
 
 class SlugTakenError(ConflictError):

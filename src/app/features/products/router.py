@@ -16,6 +16,7 @@ from fastapi import Query, Request, Response, status
 from app.core.database import SessionDep
 from app.core.errors import (
     ForbiddenError,
+    InsufficientScopeError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     UnauthorizedError,
@@ -52,7 +53,7 @@ router = make_router(prefix="/products", tags=["products"])
 LOCATION_HEADER: dict[str, Any] = {
     "Location": {"description": "URL of the created product.", "schema": {"type": "string"}}
 }
-_ADMIN_ERRORS = (UnauthorizedError, ForbiddenError)
+_ADMIN_ERRORS = (UnauthorizedError, ForbiddenError, InsufficientScopeError)
 # The public reads take a token but do not need one: `{}` in `security` makes it optional
 # (FastAPI appends this to the scheme the OptionalViewer dependency declares).
 _TOKEN_OPTIONAL: dict[str, Any] = {"security": [{}]}

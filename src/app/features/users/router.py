@@ -13,6 +13,7 @@ from fastapi import Query
 
 from app.core.errors import (
     ForbiddenError,
+    InsufficientScopeError,
     ServiceUnavailableError,
     UnauthorizedError,
     error_responses,
@@ -28,8 +29,9 @@ from app.shared.pagination import PageParamsDep
 
 router = make_router(prefix="/users", tags=["users"])
 
-AUTH = (UnauthorizedError, ServiceUnavailableError)
-ADMIN = (UnauthorizedError, ForbiddenError, ServiceUnavailableError)
+# An API key on these routes of people: 403 INSUFFICIENT_SCOPE (API.md, Organizations).
+AUTH = (UnauthorizedError, InsufficientScopeError, ServiceUnavailableError)
+ADMIN = (UnauthorizedError, ForbiddenError, InsufficientScopeError, ServiceUnavailableError)
 
 
 @router.get("/me", response_model=UserOut, responses=error_responses(*AUTH))
