@@ -23,6 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -93,16 +94,13 @@ def redis_database_of_worker(url: str, worker: str | None) -> str:
     there are not N below); the URL itself outside xdist."""
     if not worker:
         return url
-    from redis.connection import parse_url
-
+    parts = urlsplit(url)
     index = int(worker.removeprefix("gw"))
-    base = int(parse_url(url).get("db", 0))
+    base = int(parts.path.strip("/") or 0)
     database = base - index if base >= index else base + index
     if not 0 <= database <= 15:
         raise pytest.UsageError(f"no Redis database for xdist worker {worker} beside {url}")
-    prefix, _, _ = url.partition("?")
-    stem = prefix.rsplit("/", 1)[0] if prefix.count("/") > 2 else prefix
-    return f"{stem}/{database}" + (url[len(prefix) :] if "?" in url else "")
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def _start_containers(services: Services, *, need_db: bool, need_redis: bool) -> None:

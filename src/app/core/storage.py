@@ -134,8 +134,6 @@ class ObjectStore:
             async with response["Body"] as body:
                 data: bytes = await body.read()
         except Exception as exc:
-            if not _store_error(exc):
-                raise
             if _unavailable(exc):
                 raise StorageUnavailableError from exc
             raise
@@ -152,8 +150,6 @@ class ObjectStore:
                 Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
             )
         except Exception as exc:
-            if not _store_error(exc):
-                raise
             if _unavailable(exc):
                 raise StorageUnavailableError from exc
             raise
