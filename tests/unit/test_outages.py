@@ -26,6 +26,13 @@ def wrapped(orig: BaseException) -> sa_errors.DBAPIError:
         pytest.param(sa_errors.TimeoutError("QueuePool limit reached"), id="pool-timeout"),
         pytest.param(asyncpg.exceptions.AdminShutdownError("terminating"), id="admin-shutdown"),
         pytest.param(asyncpg.exceptions.CannotConnectNowError("starting up"), id="starting-up"),
+        # A pooled connection left mid-protocol by a server that went away under it.
+        pytest.param(
+            asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            ),
+            id="left-mid-protocol",
+        ),
         pytest.param(
             wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("closed mid-operation")),
             id="wrapped-closed-mid-operation",

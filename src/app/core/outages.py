@@ -97,6 +97,10 @@ def _is_asyncpg_outage(exc: BaseException) -> bool:
             return True
         if cls.__name__ == "InterfaceError" and "closed" in str(exc):
             return True  # "connection is closed": the server dropped it under us
+        if cls.__name__ == "InternalClientError" and "another operation" in str(exc):
+            # A connection a restarting server left mid-protocol, found by the next query:
+            # unusable (`ReadConnection` drops it), as much an outage as a closed one.
+            return True
     return False
 
 
