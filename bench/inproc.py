@@ -8,6 +8,7 @@ prints the process CPU per request. `--profile NAME` prints cProfile's hottest f
 
     uv run python -m bench.inproc                      # every scenario, 2,000 requests each
     uv run python -m bench.inproc --only users_me --profile users_me
+    uv run python -m bench.inproc --round-trips order_create   # what one request waits for
 
 Numbers are per request of this process; PostgreSQL and Redis CPU are not included.
 """
@@ -24,6 +25,7 @@ import pstats
 import random
 import secrets
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from typing import Any
 
 import uvloop
 
-from bench import appglue, seed
+from bench import appglue, seed, wire
 from bench.services import Services, create_database, drop_database, dsn, find_services
 
 
@@ -45,7 +47,10 @@ class Request:
 
 
 async def call(
-    app: Any, request: Request, headers_out: dict[bytes, bytes] | None = None
+    app: Any,
+    request: Request,
+    headers_out: dict[bytes, bytes] | None = None,
+    on_send: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[int, bytes]:
     """One request through the ASGI app; its status and body (its headers in `headers_out`)."""
     scope = {
@@ -76,6 +81,8 @@ async def call(
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status
+        if on_send is not None:
+            await on_send(message)
         if message["type"] == "http.response.start":
             status = message["status"]
             if headers_out is not None:
@@ -126,16 +133,99 @@ async def _main(args: argparse.Namespace, services: Services) -> None:
             token_users=16,
             currency=settings.currency,
         )
+        proxies: list[wire.CountingProxy] = []
+        if args.round_trips:
+            settings, proxies = await _through_proxies(settings, args.wire)
         app = create_app(settings)
         # The log lines go where a server's would, a file descriptor, not a terminal.
         devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(devnull)
-        async with app.router.lifespan_context(app):
-            await _run(app, args, seeded)
+        try:
+            async with app.router.lifespan_context(app):
+                await _run(app, args, seeded)
+        finally:
+            for proxy in proxies:
+                await proxy.stop()
     finally:
         await drop_database(services.database_url, name)
+
+
+def _scripts() -> dict[str, str]:
+    """The app's Lua scripts by SHA (what an EVALSHA runs)."""
+    import hashlib
+
+    from app.core import cache, ratelimit
+    from app.features.events import store
+
+    scripts = {
+        "cache get": cache._GET_SCRIPT,
+        "cache invalidation": cache._BUMP_SCRIPT,
+        "rate limit": ratelimit._ACQUIRE_SCRIPT,
+        "event publication": store._PUBLISH,
+    }
+    return {hashlib.sha1(body.encode()).hexdigest(): name for name, body in scripts.items()}
+
+
+async def _through_proxies(settings: Any, log: wire.WireLog) -> tuple[Any, list[Any]]:
+    """The settings with PostgreSQL and Redis reached through counting proxies."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url)
+    redis = urllib.parse.urlsplit(settings.redis_url)
+    postgres_proxy = wire.CountingProxy(
+        "postgres", database.host or "127.0.0.1", database.port or 5432, log, wire.PostgresLabeller
+    )
+    label = wire.redis_labeller(_scripts())
+    redis_proxy = wire.CountingProxy(
+        "redis", redis.hostname or "127.0.0.1", redis.port or 6379, log, lambda: label
+    )
+    database_url = database.set(host="127.0.0.1", port=await postgres_proxy.start())
+    redis_url = redis._replace(netloc=f"{redis.hostname}:{await redis_proxy.start()}")
+    changed = settings.model_copy(
+        update={
+            "database_url": database_url.render_as_string(hide_password=False),
+            "redis_url": urllib.parse.urlunsplit(redis_url),
+        }
+    )
+    return changed, [postgres_proxy, redis_proxy]
+
+
+async def _count_round_trips(
+    app: Any, name: str, make: Callable[[], Request], log: wire.WireLog
+) -> None:
+    """One request at a time: the turns each waits for before its response and after it."""
+    for _ in range(20):  # warm: prepared statements, pools, caches
+        await call(app, make())
+    await asyncio.sleep(0.5)
+    log.take()
+    samples = 5
+    for sample in range(samples):
+        log.responded = False
+        request = make()
+        status = await _call_marking_response(app, request, log)
+        await asyncio.sleep(0.3)  # post-response work
+        turns = log.take()
+        before = [t for t in turns if not t.after_response]
+        after = [t for t in turns if t.after_response]
+        print(
+            f"{name} #{sample + 1}: status {status}, {len(before)} round trips before the "
+            f"response, {len(after)} after it"
+        )
+        if sample == samples - 1:
+            for turn in turns:
+                where = "after " if turn.after_response else "before"
+                print(f"  {where} {turn.server:8s} c{turn.connection:<3d} {turn.label}")
+
+
+async def _call_marking_response(app: Any, request: Request, log: wire.WireLog) -> int:
+    async def send_hook(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            log.responded = True
+
+    status, _ = await call(app, request, on_send=send_hook)
+    return status
 
 
 async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> None:
@@ -217,6 +307,10 @@ async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> N
         "order_create": order_create,
         "login": login,
     }
+    if args.round_trips:
+        for name in args.round_trips.split(","):
+            await _count_round_trips(app, name, scenarios[name], args.wire)
+        return
     chosen = args.only.split(",") if args.only else list(scenarios)
     for name in chosen:
         make = scenarios[name]
@@ -266,7 +360,14 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="comma-separated scenarios to profile")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--round-trips",
+        default="",
+        help="comma-separated scenarios: count and name the PostgreSQL and Redis round trips "
+        "of one request (through counting proxies), before and after its response",
+    )
     args = parser.parse_args()
+    args.wire = wire.WireLog()
     services = find_services()
     try:
         # uvloop, as `saas serve` runs.

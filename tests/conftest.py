@@ -164,6 +164,13 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
 
 
 AppClientFactory = Callable[..., Any]
+# The app behind each client `make_client` built (`app_of`).
+_APPS: dict[int, FastAPI] = {}
+
+
+def app_of(client: AsyncClient) -> FastAPI:
+    """The app a `make_client` client talks to (to wait for its background work)."""
+    return _APPS[id(client)]
 
 
 @pytest.fixture
@@ -183,10 +190,12 @@ async def make_client(
         await manager.__aenter__()
         http = AsyncClient(transport=ASGITransport(app=application), base_url="http://testserver")
         stack.append((manager, http))
+        _APPS[id(http)] = application
         return http
 
     yield make
     for manager, http in reversed(stack):
+        _APPS.pop(id(http), None)
         await http.aclose()
         await manager.__aexit__(None, None, None)
 

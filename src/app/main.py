@@ -71,7 +71,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     session_factory = create_session_factory(engine)
     # Jobs enqueued in a request go to ARQ right after its commit (the relay covers the rest).
-    install_dispatcher(session_factory, redis)
+    dispatcher = install_dispatcher(session_factory, redis)
+    app.state.job_dispatcher = dispatcher
     app.state.session_factory = session_factory
     app.state.redis = redis
     app.state.cache = Cache(redis, default_ttl=settings.cache_ttl_seconds)
@@ -107,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.unfreeze()
         await hub.stop()
         await relay.drain()
+        await dispatcher.drain()
         passwords.close()
         await storage.__aexit__(None, None, None)
         await redis.aclose()

@@ -155,7 +155,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     factory = create_session_factory(engine)
     redis: ArqRedis = ctx["redis"]
     # Jobs that enqueue jobs hand them over right after their commit, like requests do.
-    install_dispatcher(factory, redis)
+    ctx["dispatcher"] = install_dispatcher(factory, redis)
     ctx["engine"] = engine
     ctx["session_factory"] = factory
     storage = open_object_store(settings)
@@ -171,6 +171,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    dispatcher = ctx.get("dispatcher")
+    if dispatcher is not None:
+        await dispatcher.drain()
     for name in ("relay_task", "metrics_task"):
         task: asyncio.Task[None] | None = ctx.pop(name, None)
         if task is not None:

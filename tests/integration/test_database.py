@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import database
@@ -294,3 +295,90 @@ class TestReadConnectionFailures:
                 await after.close()
         finally:
             await engine.dispose()
+
+
+_NOTE = database.DeferredInsert(
+    "scratch", ("INSERT INTO scratch (value) VALUES (CAST(:value AS text) || '')",)
+)
+_TWO_NOTES = database.DeferredInsert(
+    "scratch",
+    (
+        "INSERT INTO scratch (value) VALUES (:value || '-a')",
+        "INSERT INTO scratch (value) VALUES (CAST(:value AS text) || '-b'::text)",
+    ),
+)
+
+
+class TestDeferredWrites:
+    """`defer`: rows held for one batch statement, sent by the scope's commit at the latest."""
+
+    @pytest.fixture
+    async def factory(self, api: AsyncClient) -> AsyncIterator[Any]:
+        from app.core.database import create_engine, create_session_factory
+
+        transport: Any = api._transport
+        engine = create_engine(transport.app.state.settings)
+        yield create_session_factory(engine)
+        await engine.dispose()
+
+    async def test_held_rows_go_in_one_statement_at_commit(
+        self, factory: Any, db_conn: asyncpg.Connection
+    ) -> None:
+        statements: list[str] = []
+        async with session_scope(factory) as session:
+            event.listen(
+                session.bind.sync_engine,
+                "before_cursor_execute",
+                lambda *args: statements.append(args[2]),
+            )
+            database.defer(session, _NOTE, {"value": "one"})
+            database.defer(session, _TWO_NOTES, {"value": "two"})
+            database.defer(session, _NOTE, {"value": "three"})
+            assert await values(db_conn) == []
+        assert await values(db_conn) == ["one", "three", "two-a", "two-b"]
+        [batch] = [s for s in statements if "scratch" in s]
+        assert batch.count("INSERT INTO scratch") == 4
+        # Each statement's parameters are its own; a `::` cast is not taken for one.
+        assert "'-b'::text" in batch
+
+    async def test_a_failing_row_fails_the_batch_and_keeps_none_of_it(
+        self, factory: Any, db_conn: asyncpg.Connection
+    ) -> None:
+        await db_conn.execute("INSERT INTO scratch VALUES ('taken')")
+        with pytest.raises(IntegrityError):  # noqa: PT012 - the scope's commit raises
+            async with session_scope(factory) as session:
+                database.defer(session, _NOTE, {"value": "fresh"})
+                database.defer(session, _NOTE, {"value": "taken"})
+        assert await values(db_conn) == ["taken"]
+
+    async def test_a_rollback_drops_held_rows(
+        self, factory: Any, db_conn: asyncpg.Connection
+    ) -> None:
+        with pytest.raises(ValueError, match="boom"):  # noqa: PT012 - the raise ends the scope
+            async with session_scope(factory) as session:
+                database.defer(session, _NOTE, {"value": "dropped"})
+                raise ValueError("boom")
+        async with session_scope(factory) as session:
+            database.defer(session, _NOTE, {"value": "after"})
+        assert await values(db_conn) == ["after"]
+
+    async def test_a_commit_that_would_lose_held_rows_is_refused(
+        self, factory: Any, db_conn: asyncpg.Connection
+    ) -> None:
+        async with factory() as session:
+            await session.execute(text("SELECT 1"))
+            database.defer(session, _NOTE, {"value": "lost"})
+            with pytest.raises(RuntimeError, match="deferred rows not flushed"):
+                await session.commit()
+            await session.rollback()
+        assert await values(db_conn) == []
+
+    async def test_flush_sends_held_rows_with_the_last_statement(
+        self, factory: Any, db_conn: asyncpg.Connection
+    ) -> None:
+        async with session_scope(factory) as session:
+            database.defer(session, _NOTE, {"value": "held"})
+            await database.flush_deferred(session, _NOTE, {"value": "last"})
+            seen = await session.scalar(text("SELECT count(*) FROM scratch"))
+            assert seen == 2, "visible to the transaction once flushed"
+        assert await values(db_conn) == ["held", "last"]

@@ -5,23 +5,31 @@ returns and rolls back when anything raises. Services and repositories `flush()`
 commit. Workers and scripts get the same behaviour from `session_scope()`. Callbacks registered
 with `after_commit()` run once the transaction has committed (and never if it rolled back): that
 is how side effects such as background jobs stay consistent with the data.
+
+Rows a transaction only writes (an outbox row, an event, a stored idempotent outcome) need not
+cost a round trip each: `defer()` holds such an INSERT, and the next `flush_deferred()` (at the
+latest, the commit of `session_scope`) sends every held one as a single statement of
+data-modifying CTEs. A held row is not visible to the transaction's own queries until then.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData, event, func, text
+from sqlalchemy import DateTime, MetaData, TextClause, event, func, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Field, SQLModel
 
@@ -45,6 +53,7 @@ metadata: MetaData = SQLModel.metadata
 
 AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "after_commit"
+_DEFERRED_KEY = "deferred"
 
 
 def uuid7() -> uuid.UUID:
@@ -207,10 +216,93 @@ async def _run_after_commit(session: AsyncSession) -> None:
 
 
 async def discard(session: AsyncSession) -> None:
-    """Undo the session's work so far and drop its after-commit callbacks; the session stays
-    usable for a new transaction (which the request's scope then commits)."""
+    """Undo the session's work so far and drop its after-commit callbacks and held rows; the
+    session stays usable for a new transaction (which the request's scope then commits)."""
     session.info.pop(_AFTER_COMMIT_KEY, None)
+    session.info.pop(_DEFERRED_KEY, None)
     await session.rollback()
+
+
+# Deferred writes ---------------------------------------------------------------------------
+
+# A `:name` parameter of a statement's text (not the `::` of a cast).
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredInsert:
+    """An INSERT whose round trip can wait for the transaction's next batch (`defer`).
+
+    `parts`: one or more INSERT statements (no WITH of their own, `:name` parameters shared by
+    the parts) that run together as one. Written as text, so a batch of them is joined once
+    per combination and cached, not rebuilt and compiled per request. Values go to asyncpg as
+    they are: JSON columns take a JSON string (`CAST(:x AS jsonb)`).
+    """
+
+    name: str
+    parts: tuple[str, ...]
+
+
+_BATCHES: dict[tuple[DeferredInsert, ...], TextClause] = {}
+
+
+def _batch(statements: tuple[DeferredInsert, ...]) -> TextClause:
+    """The statements as one: every part but the last a data-modifying CTE, parameters
+    renamed `d<i>_<name>` so that the statements' own names cannot collide."""
+    cached = _BATCHES.get(statements)
+    if cached is not None:
+        return cached
+    parts: list[str] = []
+    for index, statement in enumerate(statements):
+        prefix = f"d{index}_"
+        parts.extend(_PARAMETER.sub(f":{prefix}\\1", part) for part in statement.parts)
+    *ctes, last = parts
+    sql = last
+    if ctes:
+        sql = "WITH " + ", ".join(f"w{n} AS ({cte})" for n, cte in enumerate(ctes)) + " " + last
+    batch = text(sql)
+    if len(_BATCHES) < 256:  # a handful of combinations exist; never grow without bound
+        _BATCHES[statements] = batch
+    return batch
+
+
+def defer(session: AsyncSession, statement: DeferredInsert, params: dict[str, Any]) -> None:
+    """Hold an INSERT until the transaction's next `flush_deferred()` (the commit, at the
+    latest): one round trip for every held row instead of one each. Only for rows the
+    transaction does not read back before then."""
+    session.info.setdefault(_DEFERRED_KEY, []).append((statement, params))
+
+
+async def flush_deferred(
+    session: AsyncSession,
+    last: DeferredInsert | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Send every held INSERT, and `last` with them, as one statement (one round trip).
+
+    A constraint violation of any of them fails the whole statement (`IntegrityError`), as it
+    would have failed the transaction; the held rows are dropped either way.
+    """
+    held: list[tuple[DeferredInsert, dict[str, Any]]] = session.info.pop(_DEFERRED_KEY, [])
+    if last is not None:
+        held.append((last, params or {}))
+    if not held:
+        return
+    values: dict[str, Any] = {}
+    for index, (_, statement_params) in enumerate(held):
+        prefix = f"d{index}_"
+        for key, value in statement_params.items():
+            values[prefix + key] = value
+    await session.execute(_batch(tuple(statement for statement, _ in held)), values)
+
+
+def _refuse_unflushed(session: Any) -> None:
+    """A commit that would lose held rows is a bug: fail it rather than drop them silently."""
+    if session.info.get(_DEFERRED_KEY):
+        raise RuntimeError("commit with deferred rows not flushed: call flush_deferred() first")
+
+
+event.listen(Session, "before_commit", _refuse_unflushed)
 
 
 def _unused(session: AsyncSession) -> bool:
@@ -230,10 +322,12 @@ async def session_scope(
     session = factory()
     try:
         yield session
+        await flush_deferred(session)
         if not _unused(session):
             await session.commit()
     except BaseException:
         session.info.pop(_AFTER_COMMIT_KEY, None)
+        session.info.pop(_DEFERRED_KEY, None)
         if not _unused(session):
             await session.rollback()
         raise

@@ -32,7 +32,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, col
 
-from app.core.database import CreatedAtMixin, SessionDep, discard, session_scope, utcnow
+from app.core.database import (
+    CreatedAtMixin,
+    DeferredInsert,
+    SessionDep,
+    discard,
+    flush_deferred,
+    session_scope,
+    utcnow,
+)
 from app.core.errors import AppError, ConflictError, ValidationFailedError, app_error_response
 from app.core.logging import get_logger
 
@@ -93,11 +101,16 @@ _LOCK_AND_GET = text(
     "ON k.user_id = :user_id AND k.key = :key"
 )
 _DELETE = text("DELETE FROM idempotency_keys WHERE user_id = :user_id AND key = :key")
-_ADD = text(
-    "INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, response_body, "
-    "response_content_type, location, created_at, expires_at) VALUES (:user_id, :key, "
-    ":request_hash, :response_status, :response_body, :response_content_type, :location, "
-    ":created_at, :expires_at)"
+# Sent with every row the route held back (`flush_deferred`): the outcome and the work it
+# describes reach the database in one round trip.
+_ADD = DeferredInsert(
+    "idempotency_keys",
+    (
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response_status, "
+        "response_body, response_content_type, location, created_at, expires_at) VALUES "
+        "(:user_id, :key, :request_hash, :response_status, :response_body, "
+        ":response_content_type, :location, :created_at, :expires_at)",
+    ),
 )
 
 IdempotencyKeyHeader = Annotated[
@@ -178,7 +191,8 @@ class PendingKey:
 
     async def _add(self, response: Response) -> None:
         now = utcnow()
-        await self.session.execute(
+        await flush_deferred(
+            self.session,
             _ADD,
             {
                 "user_id": self.user_id,

@@ -2,7 +2,8 @@
 
 The queue side of the outbox (`app.core.outbox` owns the table and its SQL). `enqueue()` writes
 an outbox row in the caller's transaction. Once that transaction has committed
-the row is handed to ARQ at once (the fast path, an `after_commit` callback), with the outbox id
+the row is handed to ARQ at once (the fast path: a task the commit starts, which the response
+does not wait for), with the outbox id
 as ARQ's job id so that the same row is never queued twice. If Redis cannot take it at that
 instant, the row stays unsent and the relay in the worker (`relay_outbox`, every few seconds)
 hands it over when Redis is back. A rolled-back transaction takes its rows with it, so a job never
@@ -19,7 +20,7 @@ import asyncio
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core import outbox, tracing
 from app.core.database import session_scope
 from app.core.logging import get_logger
+from app.core.outages import describe
 
 log = get_logger(__name__)
 
@@ -47,10 +49,39 @@ enqueue = outbox.enqueue
 
 @dataclass(frozen=True)
 class JobDispatcher:
-    """Where sessions of one factory hand their committed jobs: the ARQ client and the factory."""
+    """Where sessions of one factory hand their committed jobs: the ARQ client and the factory.
+
+    The hand-off runs in a task of its own, started by the commit and not awaited by it: a
+    request's response never waits for Redis and the outbox's UPDATE (its commit already made
+    the job certain, and the relay sends whatever this does not). `drain()` lets the tasks
+    finish at shutdown.
+    """
 
     redis: ArqRedis
     session_factory: async_sessionmaker[AsyncSession]
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set, compare=False, repr=False)
+
+    def committed(self, outbox_id: uuid.UUID, job_name: str) -> None:
+        """Hand a committed row to the queue soon, without holding up the caller."""
+        task = asyncio.create_task(self.hand_off(outbox_id, job_name))
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    @property
+    def pending(self) -> int:
+        """Hand-offs started and not finished yet."""
+        return len(self._inflight)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The row is committed and stays unsent: the relay hands it over.
+            log.warning("outbox.handoff_failed", error=describe(exc))
+
+    async def drain(self, seconds: float = 2.0) -> None:
+        """Let in-flight hand-offs finish (at shutdown); the relay sends what is left."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=seconds)
 
     async def hand_off(self, outbox_id: uuid.UUID, job_name: str) -> None:
         """The fast path: queue one committed row now; on a Redis failure leave it to the relay."""
@@ -73,15 +104,17 @@ class JobDispatcher:
         log.info("outbox.handed_off", outbox_id=str(outbox_id), job_name=job_name)
 
 
-def install_dispatcher(factory: async_sessionmaker[AsyncSession], redis: ArqRedis) -> None:
+def install_dispatcher(factory: async_sessionmaker[AsyncSession], redis: ArqRedis) -> JobDispatcher:
     """Let every session of `factory` hand its jobs to `redis` right after its commit.
 
     The dispatcher travels in the sessions' `info`, so `enqueue()` needs no global; a factory
     without one still writes outbox rows, and the relay sends them.
     """
     info = dict(factory.kw.get("info") or {})
-    info[outbox.DISPATCHER_KEY] = JobDispatcher(redis=redis, session_factory=factory)
+    dispatcher = JobDispatcher(redis=redis, session_factory=factory)
+    info[outbox.DISPATCHER_KEY] = dispatcher
     factory.configure(info=info)
+    return dispatcher
 
 
 async def _enqueue_arq(redis: ArqRedis, outbox_id: uuid.UUID, job_name: str) -> None:

@@ -30,7 +30,6 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    insert,
     literal_column,
     select,
     text,
@@ -41,7 +40,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, col
 
 from app.core import tracing
-from app.core.database import CreatedAtMixin, UUIDModel, after_commit, session_scope, utcnow, uuid7
+from app.core.database import (
+    CreatedAtMixin,
+    DeferredInsert,
+    UUIDModel,
+    after_commit,
+    defer,
+    session_scope,
+    utcnow,
+    uuid7,
+)
 from app.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -72,7 +80,7 @@ class OutboxMessage(UUIDModel, CreatedAtMixin, table=True):
 class Dispatcher(Protocol):
     """Whoever hands committed rows to the queue (`app.core.jobs.JobDispatcher`)."""
 
-    async def hand_off(self, outbox_id: uuid.UUID, job_name: str) -> None: ...
+    def committed(self, outbox_id: uuid.UUID, job_name: str) -> None: ...
 
 
 DISPATCHER_KEY = "outbox.dispatcher"
@@ -80,11 +88,15 @@ DISPATCHER_KEY = "outbox.dispatcher"
 # The statements of every job-writing request, built once (no per-call construction, hashing
 # or compilation on the response path).
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
-_INSERT = insert(_OUTBOX).values(
-    id=bindparam("id"),
-    job_name=bindparam("job_name"),
-    payload=bindparam("payload"),
-    trace_context=bindparam("trace_context"),
+# Held until the transaction's next batch (`defer`): a job-writing request pays no round trip
+# of its own for it.
+_INSERT = DeferredInsert(
+    "outbox",
+    (
+        "INSERT INTO outbox (id, job_name, payload, trace_context, created_at) "
+        "VALUES (:id, :job_name, CAST(:payload AS jsonb), CAST(:trace_context AS jsonb), "
+        ":created_at)",
+    ),
 )
 _COMPLETE = (
     update(_OUTBOX)
@@ -93,17 +105,16 @@ _COMPLETE = (
 )
 
 
-def _normalised(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload as it will come back from the JSONB column."""
+def _json(payload: dict[str, Any]) -> str:
+    """The payload as the JSON text of its JSONB column (checked: it must come back as is)."""
     for key in payload:
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             # They become the job's keyword arguments; ARQ keeps `_`-names for its own options.
             raise ValueError(f"job payload key {key!r} is not a public identifier")
     try:
-        normalised: dict[str, Any] = json.loads(json.dumps(payload))
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"job payload must be JSON-serialisable: {exc}") from None
-    return normalised
 
 
 async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any]) -> uuid.UUID:
@@ -112,23 +123,26 @@ async def enqueue(session: AsyncSession, job_name: str, payload: dict[str, Any])
     The job runs as `job_name(ctx, **payload)` once the transaction commits, never if it rolls
     back. Returns the outbox id, which is also the ARQ job id (`ctx["job_id"]`).
     """
-    data = _normalised(payload)
+    data = _json(payload)
     outbox_id = uuid7()
-    await session.execute(
+    trace_context = tracing.current_context()
+    defer(
+        session,
         _INSERT,
         {
             "id": outbox_id,
             "job_name": job_name,
             "payload": data,
             # The request's W3C trace context (tracing on; None and free when off).
-            "trace_context": tracing.current_context(),
+            "trace_context": None if trace_context is None else json.dumps(trace_context),
+            "created_at": utcnow(),
         },
     )
     dispatcher: Dispatcher | None = session.info.get(DISPATCHER_KEY)
     if dispatcher is not None:
 
         async def hand_off() -> None:
-            await dispatcher.hand_off(outbox_id, job_name)
+            dispatcher.committed(outbox_id, job_name)
 
         after_commit(session, hand_off)
     log.debug("outbox.enqueued", outbox_id=str(outbox_id), job_name=job_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -23,6 +24,21 @@ from app.core.routing import make_router
 
 TOKEN = "tok-123"
 LINK = f"http://localhost:5173/verify-email?token={TOKEN}&source=mail"
+
+
+async def handed_off(db_conn: asyncpg.Connection, *outbox_ids: str, seconds: float = 5.0) -> None:
+    """Wait until the rows are marked handed off to ARQ: the commit's hand-off runs in a task of
+    its own, which the response does not wait for."""
+    wanted = [uuid.UUID(outbox_id) for outbox_id in outbox_ids]
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        sent = await db_conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE id = ANY($1) AND sent_at IS NOT NULL", wanted
+        )
+        if sent == len(wanted):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"not handed off: {outbox_ids}"
+        await asyncio.sleep(0.01)
 
 
 def verify_context(name: str = "Ada <Lovelace>") -> dict[str, Any]:

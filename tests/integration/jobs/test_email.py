@@ -18,15 +18,21 @@ from app.config import Settings
 from app.core.email import deliver
 from app.dev import SmtpSink, free_port
 from app.worker import drain
-from tests.integration.jobs.conftest import delivery, queued_job_ids, verify_context
+from tests.integration.jobs.conftest import (
+    delivery,
+    handed_off,
+    queued_job_ids,
+    verify_context,
+)
 
 SettingsFactory = Callable[..., Settings]
 
 
-async def _queue_one(api: AsyncClient) -> str:
+async def _queue_one(api: AsyncClient, db_conn: asyncpg.Connection) -> str:
     response = await api.post("/test/emails", json={"to": "ada@example.org"})
     assert response.status_code == 201
     outbox_id: str = response.json()["outbox_ids"][0]
+    await handed_off(db_conn, outbox_id)
     return outbox_id
 
 
@@ -40,7 +46,7 @@ class TestRedelivery:
         arq_redis: ArqRedis,
         smtp_sink: SmtpSink,
     ) -> None:
-        outbox_id = await _queue_one(api)
+        outbox_id = await _queue_one(api, db_conn)
         first = await drain(settings)
         assert (first.jobs_complete, len(smtp_sink.messages)) == (1, 1)
 
@@ -92,9 +98,10 @@ class TestRedelivery:
     async def test_the_arq_fast_path_ignores_a_second_hand_off_of_the_same_row(
         self,
         api: AsyncClient,
+        db_conn: asyncpg.Connection,
         arq_redis: ArqRedis,
     ) -> None:
-        outbox_id = await _queue_one(api)
+        outbox_id = await _queue_one(api, db_conn)
 
         again = await arq_redis.enqueue_job("send_email", _job_id=outbox_id)
 
@@ -186,7 +193,7 @@ class TestTransientFailures:
         db_conn: asyncpg.Connection,
         smtp_sink: SmtpSink,
     ) -> None:
-        outbox_id = await _queue_one(api)
+        outbox_id = await _queue_one(api, db_conn)
         smtp_sink.fail_next("451 4.3.0 Try again later", "451 4.3.0 Try again later")
 
         worker = await drain(make_settings(email_retry_backoff_seconds=0.05))
@@ -205,7 +212,7 @@ class TestTransientFailures:
         db_conn: asyncpg.Connection,
         smtp_sink: SmtpSink,
     ) -> None:
-        outbox_id = await _queue_one(api)
+        outbox_id = await _queue_one(api, db_conn)
         smtp_sink.fail_next(*["451 4.3.0 Try again later"] * 500)
         # A deadline of about half a second (in hours), retries every 50 ms at most.
         settings = make_settings(
@@ -234,7 +241,7 @@ class TestTransientFailures:
         db_conn: asyncpg.Connection,
         smtp_sink: SmtpSink,
     ) -> None:
-        outbox_id = await _queue_one(api)
+        outbox_id = await _queue_one(api, db_conn)
         settings = make_settings(
             smtp_port=free_port(),
             email_retry_backoff_seconds=0.05,
@@ -261,7 +268,7 @@ class TestPermanentFailures:
         db_conn: asyncpg.Connection,
         smtp_sink: SmtpSink,
     ) -> None:
-        outbox_id = await _queue_one(api)
+        outbox_id = await _queue_one(api, db_conn)
         smtp_sink.fail_next("550 5.1.1 Mailbox unavailable")
 
         worker = await drain(settings)

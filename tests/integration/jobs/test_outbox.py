@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from app.core.jobs import enqueue, prune_outbox, relay_outbox
 from app.core.redis import create_redis
 from app.dev import SmtpSink, free_port
 from app.worker import drain, prune, relay
-from tests.conftest import DrainJobs
+from tests.conftest import DrainJobs, app_of
 from tests.integration.jobs.conftest import (
     LINK,
+    add_email_routes,
+    handed_off,
     outbox_rows,
     queued_job_ids,
     verify_context,
@@ -34,7 +37,7 @@ from tests.integration.jobs.conftest import (
 
 
 class TestCommittedWork:
-    async def test_committed_email_is_handed_to_arq_at_once_and_delivered_exactly_once(
+    async def test_committed_email_is_handed_to_arq_after_the_response_and_delivered_once(
         self,
         api: AsyncClient,
         db_conn: asyncpg.Connection,
@@ -47,6 +50,7 @@ class TestCommittedWork:
         assert response.status_code == 201
         assert response.headers["content-type"] == "application/json"
         [outbox_id] = response.json()["outbox_ids"]
+        await handed_off(db_conn, outbox_id)
         [row] = await outbox_rows(db_conn)
         assert str(row["id"]) == outbox_id
         assert row["job_name"] == "send_email"
@@ -130,6 +134,48 @@ class TestRolledBackWork:
 
 
 class TestRedisOutage:
+    async def test_the_response_does_not_wait_for_a_hand_off_stuck_on_redis(
+        self,
+        make_client: Callable[..., Any],
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        # A Redis that accepts connections and never answers: a hand-off to it hangs until
+        # its 30 s timeout. The response must not wait for it.
+        stuck: list[asyncio.StreamWriter] = []
+
+        async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            stuck.append(writer)
+            while await reader.read(65536):
+                pass
+
+        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            api = await make_client(
+                setup=add_email_routes,
+                redis_url=f"redis://127.0.0.1:{port}/0",
+                redis_timeout_seconds=30,
+            )
+            async with asyncio.timeout(10):
+                response = await api.post("/test/emails", json={"to": "ada@example.org"})
+
+            assert response.status_code == 201
+            [outbox_id] = response.json()["outbox_ids"]
+            dispatcher = app_of(api).state.job_dispatcher
+            assert dispatcher.pending == 1, "the hand-off is still waiting for Redis"
+            [row] = await outbox_rows(db_conn)
+            assert str(row["id"]) == outbox_id
+            assert row["sent_at"] is None
+        finally:
+            for writer in stuck:  # Redis "fails": the hand-off gives up, the relay owns the row
+                writer.close()
+            server.close()
+        # redis-py retries a few times with backoff before it gives up (about 5 s).
+        await app_of(api).state.job_dispatcher.drain(seconds=20)
+        assert app_of(api).state.job_dispatcher.pending == 0
+        [row] = await outbox_rows(db_conn)
+        assert row["sent_at"] is None, "left for the relay"
+
     async def test_request_succeeds_while_redis_is_down_and_the_relay_delivers_later(
         self,
         make_client: Callable[..., Any],
@@ -149,6 +195,7 @@ class TestRedisOutage:
 
         assert response.status_code == 201
         [outbox_id] = response.json()["outbox_ids"]
+        await app_of(dead).state.job_dispatcher.drain()
         [row] = await outbox_rows(db_conn)
         assert str(row["id"]) == outbox_id
         assert row["sent_at"] is None, "left for the relay"
@@ -244,6 +291,7 @@ class TestRelay:
         response = await api.post("/test/emails", json={"to": "ada@example.org"})
         assert response.status_code == 201
         [outbox_id] = response.json()["outbox_ids"]
+        await handed_off(db_conn, outbox_id)
         # As if the process died between ARQ's acceptance and the UPDATE that marks the row.
         await db_conn.execute("UPDATE outbox SET sent_at = NULL")
 

@@ -18,13 +18,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from app.core.database import after_commit, session_scope, utcnow, uuid7
+from app.core.database import DeferredInsert, after_commit, defer, session_scope, utcnow, uuid7
 from app.core.logging import get_logger
 from app.features.events import metrics
 from app.features.events.audience import OrderLike, order_audiences
@@ -35,12 +34,13 @@ log = get_logger(__name__)
 
 _RELAY_KEY = "events.relay"
 _TABLE: Table = EventOutbox.__table__  # type: ignore[attr-defined]
-_INSERT = insert(_TABLE).values(
-    id=bindparam("id"),
-    name=bindparam("name"),
-    audiences=bindparam("audiences"),
-    data=bindparam("data"),
-    created_at=bindparam("created_at"),
+# Held until the transaction's next batch (`defer`): no round trip of its own.
+_INSERT = DeferredInsert(
+    "event_outbox",
+    (
+        "INSERT INTO event_outbox (id, name, audiences, data, created_at) "
+        "VALUES (:id, :name, CAST(:audiences AS varchar[]), CAST(:data AS jsonb), :created_at)",
+    ),
 )
 _MARK_RELAYED = (
     update(_TABLE)
@@ -202,23 +202,18 @@ async def record(session: AsyncSession, name: str, data: bytes, audiences: list[
     transaction commits, never if it rolls back."""
     event_id = uuid7()
     moment = utcnow()
-    payload: dict[str, Any] = json.loads(data)
-    await session.execute(
+    text = data.decode()
+    defer(
+        session,
         _INSERT,
-        {
-            "id": event_id,
-            "name": name,
-            "audiences": audiences,
-            "data": payload,
-            "created_at": moment,
-        },
+        {"id": event_id, "name": name, "audiences": audiences, "data": text, "created_at": moment},
     )
     relay: Relay | None = session.info.get(_RELAY_KEY)
     if relay is not None:
         pending = PendingEvent(
             id=event_id,
             name=name,
-            data=data.decode(),
+            data=text,
             at=format_at(moment),
             audiences=tuple(audiences),
         )

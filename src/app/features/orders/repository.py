@@ -1,4 +1,4 @@
-"""SQL of orders: the insert of a new order (one statement), row locks and lines for status
+"""SQL of orders: the insert of a new order (held for the batch), row locks and lines for status
 changes. Reads of orders for the routes are the read side's (`queries.py`)."""
 
 from __future__ import annotations
@@ -8,38 +8,35 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.core.database import uuid7
+from app.core.database import DeferredInsert, defer, uuid7
 from app.features.orders.models import Order, OrderLine, OrderStatusChange
 from app.features.orders.queries import OrderView
 
-# The statement of order creation, built once: every order then skips building, hashing and
-# compiling it, and PostgreSQL sees the same text whatever the number of lines.
-_ADD_ORDER = text(
-    """
-    WITH new_order AS (
-        INSERT INTO orders (id, user_id, organization_id, status, total_cents, currency, note,
-                            created_at, updated_at)
-        VALUES (CAST(:id AS uuid), :user_id, CAST(:organization_id AS uuid), :status,
-                :total_cents, :currency, :note, CAST(:created_at AS timestamptz), :updated_at)
-    ), new_lines AS (
-        INSERT INTO order_lines (order_id, position, product_id, sku, name, unit_price_cents,
-                                 quantity, line_total_cents)
-        SELECT CAST(:id AS uuid), line.position - 1, line.product_id, line.sku, line.name,
-               line.unit_price_cents, line.quantity, line.line_total_cents
-        FROM unnest(CAST(:product_ids AS uuid[]), CAST(:skus AS varchar[]),
-                    CAST(:names AS varchar[]), CAST(:unit_prices AS integer[]),
-                    CAST(:quantities AS integer[]), CAST(:line_totals AS bigint[]))
-             WITH ORDINALITY AS line(product_id, sku, name, unit_price_cents, quantity,
-                                     line_total_cents, position)
-    )
-    INSERT INTO order_status_history (id, order_id, from_status, to_status, changed_by, changed_at)
-    VALUES (:change_id, CAST(:id AS uuid), NULL, :status, :changed_by,
-            CAST(:created_at AS timestamptz))
-    """
+# Order creation: the order, its lines and its first status change, held until the transaction's
+# next batch (`defer`), which also carries its event, its email and its idempotent outcome: one
+# round trip for all of them. Text built once, the same whatever the number of lines.
+_ADD_ORDER = DeferredInsert(
+    "orders",
+    (
+        "INSERT INTO orders (id, user_id, organization_id, status, total_cents, currency, note, "
+        "created_at, updated_at) VALUES (CAST(:id AS uuid), :user_id, "
+        "CAST(:organization_id AS uuid), :status, :total_cents, :currency, :note, "
+        "CAST(:created_at AS timestamptz), :updated_at)",
+        "INSERT INTO order_lines (order_id, position, product_id, sku, name, unit_price_cents, "
+        "quantity, line_total_cents) SELECT CAST(:id AS uuid), line.position - 1, "
+        "line.product_id, line.sku, line.name, line.unit_price_cents, line.quantity, "
+        "line.line_total_cents FROM unnest(CAST(:product_ids AS uuid[]), "
+        "CAST(:skus AS varchar[]), CAST(:names AS varchar[]), CAST(:unit_prices AS integer[]), "
+        "CAST(:quantities AS integer[]), CAST(:line_totals AS bigint[])) WITH ORDINALITY "
+        "AS line(product_id, sku, name, unit_price_cents, quantity, line_total_cents, position)",
+        "INSERT INTO order_status_history (id, order_id, from_status, to_status, changed_by, "
+        "changed_at) VALUES (:change_id, CAST(:id AS uuid), NULL, :status, :changed_by, "
+        "CAST(:created_at AS timestamptz))",
+    ),
 )
 
 
@@ -47,9 +44,9 @@ class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, order: OrderView, *, changed_by: uuid.UUID) -> None:
-        """Insert a new order, its lines and its first status change, all in one statement:
-        one round trip instead of a flush per table."""
+    def add(self, order: OrderView, *, changed_by: uuid.UUID) -> None:
+        """Insert a new order, its lines and its first status change with the transaction's
+        next batch (at the latest, its commit): no round trip of their own."""
         items = order.items
         params: dict[str, Any] = {
             "id": order.id,
@@ -70,7 +67,7 @@ class OrderRepository:
             "change_id": uuid7(),
             "changed_by": changed_by,
         }
-        await self.session.execute(_ADD_ORDER, params)
+        defer(self.session, _ADD_ORDER, params)
 
     async def get_for_update(
         self, order_id: uuid.UUID, *, user_id: uuid.UUID | None

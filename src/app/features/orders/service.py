@@ -185,7 +185,7 @@ class OrderService:
             created_at=now,
             updated_at=now,
         )
-        await self.repository.add(order, changed_by=user.id)
+        self.repository.add(order, changed_by=user.id)
         await self.events(self.session, ORDER_CREATED, order, order_json(order))
         await queue_email(
             self.session, to=user.email, template="order_confirmed", context=email_context(order)

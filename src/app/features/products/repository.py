@@ -26,18 +26,34 @@ class StockRow(NamedTuple):
     is_active: bool
 
 
-# Built once: the hot path of every order then skips building and hashing the statement.
-# `FOR NO KEY UPDATE` is the lock the stock UPDATE takes anyway (foreign keys from new order
-# lines still only need `KEY SHARE`). Rows are locked in id order, the order every stock change
-# takes them in, so two orders of the same products cannot deadlock.
-_LOCK_FOR_ORDER = text(
-    "SELECT id, sku, name, price_cents, stock, is_active FROM products "
-    "WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
-)
-_TAKE_LOCKED_STOCK = text(
-    "UPDATE products SET stock = products.stock - taken.quantity, updated_at = now() "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:quantities AS integer[])) AS taken(id, quantity) "
-    "WHERE products.id = taken.id"
+# An order's stock, checked and taken in one statement (one round trip), all lines or none.
+# `locked` locks the wanted rows in id order, the order every stock change takes them in (two
+# orders of the same products cannot deadlock), with `FOR NO KEY UPDATE`, the lock the UPDATE
+# takes anyway; under READ COMMITTED a row changed meanwhile is read as it now is. `taken`
+# changes them only if every wanted product is on sale with enough left; else nothing, and
+# the rows tell the caller why. Built once: the hot path skips building and hashing it.
+_TAKE_STOCK = text(
+    """
+    WITH wanted AS (
+        SELECT id, sum(quantity) AS quantity
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:quantities AS integer[])) AS w(id, quantity)
+        GROUP BY id
+    ), locked AS MATERIALIZED (
+        SELECT p.id, p.sku, p.name, p.price_cents, p.stock, p.is_active, wanted.quantity
+        FROM products AS p JOIN wanted ON wanted.id = p.id
+        ORDER BY p.id
+        FOR NO KEY UPDATE OF p
+    ), taken AS (
+        UPDATE products SET stock = products.stock - locked.quantity, updated_at = now()
+        FROM locked
+        WHERE products.id = locked.id
+          AND (SELECT count(*) FROM locked WHERE is_active AND stock >= quantity)
+              = (SELECT count(*) FROM wanted)
+        RETURNING products.id
+    )
+    SELECT id, sku, name, price_cents, stock, is_active, (SELECT count(*) FROM taken) AS taken
+    FROM locked
+    """
 )
 
 
@@ -69,22 +85,23 @@ class ProductRepository:
     async def flush(self) -> None:
         await self.session.flush()
 
-    async def lock_for_order(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StockRow]:
-        """The products by id, each row locked until the transaction ends, for an order to take
-        their stock: what they cost, whether they are on sale and how many are left."""
-        result = await self.session.execute(_LOCK_FOR_ORDER, {"ids": list(product_ids)})
-        return {row.id: StockRow(*row) for row in result}
+    async def take_stock(
+        self, quantities: Mapping[uuid.UUID, int]
+    ) -> tuple[dict[uuid.UUID, StockRow], int]:
+        """Take each product's quantity if every one is on sale with enough left, else nothing.
 
-    async def take_locked_stock(self, quantities: Mapping[uuid.UUID, int]) -> int:
-        """Take each product's quantity in one UPDATE; returns how many rows it changed.
-
-        Only for rows this transaction has locked (`lock_for_order`) and checked: the stock
-        cannot have moved since, and the CHECK (stock >= 0) still stands behind it.
+        Returns the products found, as they were before (what they cost, whether they are on
+        sale, how many were left), and how many rows were changed: all of them or none.
         """
         result = await self.session.execute(
-            _TAKE_LOCKED_STOCK, {"ids": list(quantities), "quantities": list(quantities.values())}
+            _TAKE_STOCK, {"ids": list(quantities), "quantities": list(quantities.values())}
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        found: dict[uuid.UUID, StockRow] = {}
+        taken = 0
+        for row in result:
+            found[row.id] = StockRow(*row[:6])
+            taken = int(row.taken)
+        return found, taken
 
     async def add_stock(self, product_id: uuid.UUID, quantity: int) -> None:
         statement = (

@@ -122,12 +122,15 @@ class ProductService:
         """Take every line's quantity, or raise having written nothing; returns each line's
         product (price, sku, name) as it was when taken, in line order.
 
-        The rows are locked first (in product id order, so two orders of the same products
-        cannot deadlock) and checked while locked: unknown or inactive products fail with each
-        line's loc (422), then the first line asking for more than is left (409). Only then is
-        the stock taken, in one UPDATE, so a refusal leaves nothing to undo.
+        One statement locks the rows (in product id order, so two orders of the same products
+        cannot deadlock), checks them while locked and takes the stock only if every line can
+        have it. A refusal names, from the rows it read: unknown or inactive products with each
+        line's loc (422), then the first line asking for more than is left (409).
         """
-        found = await self.repository.lock_for_order([line.product_id for line in lines])
+        wanted: dict[uuid.UUID, int] = {}
+        for line in lines:
+            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+        found, taken = await self.repository.take_stock(wanted)
         unavailable = [
             index
             for index, line in enumerate(lines)
@@ -135,15 +138,11 @@ class ProductService:
         ]
         if unavailable:
             raise ProductUnavailableError(unavailable)
-        wanted: dict[uuid.UUID, int] = {}
-        for line in lines:
-            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
         for line in lines:
             product = found[line.product_id]
             if product.stock < wanted[line.product_id]:
                 raise InsufficientStockError(product.id, wanted[line.product_id], product.stock)
-        taken = await self.repository.take_locked_stock(wanted)
-        if taken != len(wanted):  # pragma: no cover - the rows are locked and were just read
+        if taken != len(wanted):  # pragma: no cover - every row was locked and checked
             raise RuntimeError(f"took stock of {taken} products, expected {len(wanted)}")
         self._invalidate_after_commit(list(wanted))
         return [found[line.product_id] for line in lines]
