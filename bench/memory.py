@@ -30,6 +30,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+# Required in production; never reached (the object store's client is made at the first image).
+_STORAGE_URL = "s3://bench-media?endpoint=http://127.0.0.1:9"
+
 _IMPORTS = r"""
 import os, sys, json, time, tracemalloc
 
@@ -100,6 +103,7 @@ def imports(args: argparse.Namespace) -> None:
         APP_REDIS_URL="redis://127.0.0.1:1/0",
         APP_JWT_SECRET=secrets.token_urlsafe(48),
         APP_LOG_FORMAT="json",
+        APP_STORAGE_URL=_STORAGE_URL,
     )
 
     def run(code: str) -> Any:
@@ -159,6 +163,7 @@ def serve(args: argparse.Namespace) -> None:
             database_url=database_url,
             redis_url=services.redis_url,
             jwt_secret=secret,
+            storage_url=_STORAGE_URL,
         )
         hasher = appglue.resolve_hasher(settings)
         seeded = asyncio.run(
@@ -182,6 +187,7 @@ def serve(args: argparse.Namespace) -> None:
             APP_LOG_FORMAT="json",
             APP_ACCESS_TOKEN_TTL_SECONDS="7200",
             APP_SMTP_PORT="1",
+            APP_STORAGE_URL=_STORAGE_URL,
             **appglue.rate_limit_env(),
         )
         for item in args.set:
