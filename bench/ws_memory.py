@@ -134,6 +134,7 @@ async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) 
 
     from app.cli import proxy_options
     from app.config import get_settings
+    from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
 
     settings = get_settings()
     config = uvicorn.Config(
@@ -148,6 +149,7 @@ async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) 
         ws_ping_timeout=settings.events_heartbeat_seconds,
         ws_max_size=64 * 1024,
         ws_per_message_deflate=False,
+        ws=WEBSOCKET_PROTOCOL,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
