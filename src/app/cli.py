@@ -149,6 +149,7 @@ def serve(
     import uvicorn
 
     from app.core.logging import configure_logging
+    from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
 
     configure_logging(settings.log_level, json=settings.json_logs)
     uvicorn.run(
@@ -166,11 +167,13 @@ def serve(
         timeout_worker_healthcheck=30,
         # Event streams: ping frames as the heartbeat (API.md: at least every 25 s), small
         # client messages only (the auth message), no per-message compression (it costs each
-        # idle connection hundreds of KB of zlib state).
+        # idle connection hundreds of KB of zlib state), and uvicorn's protocol less the
+        # handshake it would keep (app.core.websocket_protocol).
         ws_ping_interval=settings.events_heartbeat_seconds,
         ws_ping_timeout=settings.events_heartbeat_seconds,
         ws_max_size=64 * 1024,
         ws_per_message_deflate=False,
+        ws=WEBSOCKET_PROTOCOL,
     )
 
 
@@ -354,6 +357,8 @@ def dev(
         try:
             import uvicorn
 
+            from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
+
             uvicorn.run(
                 "app.main:app",
                 host=host,
@@ -367,6 +372,7 @@ def dev(
                 ws_ping_timeout=settings.events_heartbeat_seconds,
                 ws_max_size=64 * 1024,
                 ws_per_message_deflate=False,
+                ws=WEBSOCKET_PROTOCOL,
             )
         finally:
             worker_process.terminate()

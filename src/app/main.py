@@ -39,6 +39,7 @@ from app.features.auth.router import account_router
 from app.features.auth.router import router as auth_router
 from app.features.events.hub import Hub
 from app.features.events.publisher import Relay, order_event
+from app.features.events.router import EVENTS_WEBSOCKET_PATH, events_websocket
 from app.features.events.router import docs_router as events_docs_router
 from app.features.events.router import router as events_router
 from app.features.events.store import EventStore
@@ -148,7 +149,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.order_events = order_event
     app.state.cursors = Cursors(settings.jwt_secret.get_secret_value())
     register_error_handlers(app)
-    install_middleware(app, settings, body_limit_exempt=[IMAGE_UPLOAD_ROUTE])
+    install_middleware(
+        app,
+        settings,
+        body_limit_exempt=[IMAGE_UPLOAD_ROUTE],
+        websocket_routes={API_PREFIX + EVENTS_WEBSOCKET_PATH: events_websocket},
+    )
     install_openapi(app)
     if docs:
         install_docs(app, openapi_url="/openapi.json", swagger_ui_parameters=SWAGGER_UI_PARAMETERS)

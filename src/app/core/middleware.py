@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import fastapi.routing
@@ -24,6 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from app.config import Settings
 from app.core import metrics
@@ -108,6 +109,9 @@ def route_template(scope: Scope) -> str:
     return templates.lookup(scope)
 
 
+WebSocketEndpoint = Callable[[WebSocket], Awaitable[None]]
+
+
 def client_ip(scope: Scope) -> str | None:
     """The peer address as the server resolved it (uvicorn applies trusted proxy headers)."""
     client = scope.get("client")
@@ -126,13 +130,26 @@ class RequestContextMiddleware:
     _API_CSP = "default-src 'none'; frame-ancestors 'none'"
     _HSTS = "max-age=63072000; includeSubDomains"
 
-    def __init__(self, app: ASGIApp, *, hsts: bool, docs_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hsts: bool,
+        docs_paths: frozenset[str],
+        websocket_routes: Mapping[str, WebSocketEndpoint] | None = None,
+    ) -> None:
         self.app = app
         self.hsts = hsts
         self.docs_paths = docs_paths
+        self.websocket_routes = dict(websocket_routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.websocket_routes:
+                endpoint = self.websocket_routes.get(_route_path(scope))
+                if endpoint is not None:
+                    await endpoint(WebSocket(scope, receive, send))
+                    return
             await self.app(scope, receive, send)
             return
 
@@ -362,10 +379,26 @@ class BodyLimitExemption:
     path: re.Pattern[str]
 
 
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def install_middleware(
-    app: FastAPI, settings: Settings, *, body_limit_exempt: Sequence[BodyLimitExemption] = ()
+    app: FastAPI,
+    settings: Settings,
+    *,
+    body_limit_exempt: Sequence[BodyLimitExemption] = (),
+    websocket_routes: Mapping[str, WebSocketEndpoint] | None = None,
 ) -> None:
-    """Add the stack; `add_middleware` prepends, so the last added is the outermost."""
+    """Add the stack; `add_middleware` prepends, so the last added is the outermost.
+
+    `websocket_routes` (path -> endpoint) are WebSockets served straight from the outermost
+    layer: the other layers are pure HTTP (they pass a WebSocket through untouched), yet each
+    one, and the router's layers after them, would keep a frame (and some a context) alive for
+    as long as the connection lasts, about half of an idle connection's memory
+    (bench/results/realtime-2026-12-07-ws-memory.md)."""
     docs_paths = DOCS_PAGES if settings.show_docs else frozenset()
     app.add_middleware(GuardMiddleware, max_bytes=settings.max_body_bytes, exempt=body_limit_exempt)
     app.add_middleware(CompressionMiddleware, minimum_size=GZIP_MINIMUM_SIZE)
@@ -386,7 +419,12 @@ def install_middleware(
         ],
         max_age=600,
     )
-    app.add_middleware(RequestContextMiddleware, hsts=settings.is_production, docs_paths=docs_paths)
+    app.add_middleware(
+        RequestContextMiddleware,
+        hsts=settings.is_production,
+        docs_paths=docs_paths,
+        websocket_routes=websocket_routes,
+    )
 
 
 def header_value(scope: Scope, name: str) -> str | None:

@@ -19,7 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,12 +43,25 @@ CLOSE_RESTART = 1012  # the server is shutting down: reconnect
 CLOSE_TRY_LATER = 1013  # sessions cannot be checked (Redis or the database is away)
 CLIENT_GONE = 1000  # the client went away (internal: nothing is sent)
 
+_Message = TypeVar("_Message")
+
 # How long the reader blocks in one XREAD; its socket waits a little longer.
 _READ_BLOCK_MS = 1000
 
 
+# A connection with nothing queued holds this (shared) empty tuple, not a deque of its own: an
+# empty deque costs ~600 bytes, and most connections are idle most of the time.
+_NOTHING_QUEUED: tuple[()] = ()
+
+
 class Connection:
-    """One client's stream: who it is, what it listens to, and its bounded queue."""
+    """One client's stream: who it is, what it listens to, and its bounded queue.
+
+    An idle connection costs one task, the one that serves it (`pump`), and nothing that waits
+    by itself: a WebSocket's pump waits for the client's next message (`receive`), and an event
+    or a close offered meanwhile interrupts that wait (by cancelling it, then taking the
+    cancellation back); an SSE pump waits on a future made for that one wait (`next`).
+    """
 
     __slots__ = (
         "audiences",
@@ -56,17 +69,19 @@ class Connection:
         "close_code",
         "connected_at",
         "expires_at",
+        "interrupted",
         "is_admin",
         "limit",
         "pump",
         "queue",
+        "receiving",
         "sending",
         "sent_after",
         "session_id",
         "token_version",
         "transport",
         "user_id",
-        "wake",
+        "waiter",
     )
 
     def __init__(
@@ -89,17 +104,20 @@ class Connection:
         self.is_admin = is_admin
         self.audiences = audiences
         self.limit = limit
-        self.queue: deque[Event] = deque()
-        self.wake = asyncio.Event()
+        self.queue: deque[Event] | tuple[()] = _NOTHING_QUEUED
         self.close_code: int | None = None
         # Events up to this id were sent already (by the replay): live copies are skipped.
         self.sent_after: StreamId | None = None
         self.connected_at = time.monotonic()
-        # The task that sends to the client, and whether it is waiting on the client right now
-        # (a slow reader): closing the stream then interrupts that wait.
+        # The task that sends to the client, and what it is waiting for right now: the client
+        # (`sending`: a slow reader; closing the stream then interrupts that wait), the client's
+        # next message (`receiving`: an event or a close interrupts it) or the future `waiter`.
         self.pump: asyncio.Task[Any] | None = None
         self.sending = False
         self.cancelled_send = False
+        self.receiving = False
+        self.interrupted = False
+        self.waiter: asyncio.Future[bool] | None = None
 
     def offer(self, event: Event) -> None:
         if self.close_code is not None:
@@ -115,18 +133,29 @@ class Connection:
             )
             self.close(CLOSE_SLOW)
             return
+        if not self.queue:
+            self.queue = deque()
         self.queue.append(event)
-        self.wake.set()
+        self._wake()
 
     def close(self, code: int) -> None:
         """End the stream with `code` (the first reason wins); its queue is dropped."""
         if self.close_code is None:
             self.close_code = code
-            self.queue.clear()
-            self.wake.set()
+            self.queue = _NOTHING_QUEUED
+            self._wake()
             if self.sending and self.pump is not None and code != CLIENT_GONE:
                 self.cancelled_send = True
                 self.pump.cancel()
+
+    def _wake(self) -> None:
+        """Interrupt the pump's wait, if it waits: there is something to send, or to close."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+        elif self.receiving and not self.interrupted and self.pump is not None:
+            self.interrupted = True
+            self.pump.cancel()
 
     async def send(self, sending: Awaitable[None]) -> bool:
         """Await one send to the client; False when the stream was closed meanwhile (the
@@ -145,22 +174,65 @@ class Connection:
         finally:
             self.sending = False
 
+    def pop(self) -> Event | None:
+        """The next queued live event not sent yet, if any (never waits)."""
+        queue = self.queue
+        while queue:
+            event = queue.popleft()
+            if not queue:
+                self.queue = _NOTHING_QUEUED  # the deque goes: an idle connection keeps none
+            if self.sent_after is not None and event.key <= self.sent_after:
+                continue
+            return event
+        return None
+
+    async def receive(self, receive: Callable[[], Awaitable[_Message]]) -> _Message | None:
+        """The client's next message (by `receive`), or None as soon as an event or a close is
+        offered (then nothing is lost: the message not received yet stays with the server).
+
+        The pump itself waits, no other task: the interruption is a cancellation of the pump
+        that is taken back (`uncancel`); a cancellation from anywhere else still goes through.
+        """
+        if self.close_code is not None or self.queue:
+            return None
+        task = asyncio.current_task()
+        assert task is not None
+        assert task is self.pump
+        self.receiving = True
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if self.interrupted and task.uncancel() == 0:
+                return None
+            raise
+        finally:
+            self.receiving = False
+            self.interrupted = False
+
     async def next(self, wait: float) -> Event | None:
         """The next live event to send; None when the stream is closing or after `wait` seconds (for
         a heartbeat: check `close_code`)."""
+        loop = asyncio.get_running_loop()
         while True:
             if self.close_code is not None:
                 return None
-            while self.queue:
-                event = self.queue.popleft()
-                if self.sent_after is not None and event.key <= self.sent_after:
-                    continue
+            event = self.pop()
+            if event is not None or wait <= 0:
                 return event
-            self.wake.clear()
+            waiter = self.waiter = loop.create_future()
+            timer = loop.call_later(wait, _time_out, waiter)
             try:
-                await asyncio.wait_for(self.wake.wait(), wait)
-            except TimeoutError:
+                timed_out = await waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+            if timed_out:
                 return None
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
 
 
 class Hub:

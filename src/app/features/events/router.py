@@ -327,44 +327,36 @@ async def _first_message(websocket: WebSocket, seconds: float) -> AuthMessage | 
         return CLOSE_UNAUTHORIZED
 
 
+EVENTS_WEBSOCKET_PATH = "/events/ws"  # under the API prefix
+
+
 @router.websocket("/ws", name="events_websocket")
 async def events_websocket(websocket: WebSocket) -> None:
-    """The WebSocket transport (documented in `/asyncapi.json`)."""
+    """The WebSocket transport (documented in `/asyncapi.json`).
+
+    The app serves it straight from its outermost layer (`install_middleware`'s
+    `websocket_routes`), not through the middleware stack and the router: each layer would
+    keep a frame, and some a context, alive for the connection's whole life.
+    """
     if not _origin_allowed(websocket):
         await _refuse_origin(websocket)
         return
     state = websocket.app.state
-    settings = state.settings
     hub = _hub(state)
     await websocket.accept()
-    first = await _first_message(websocket, settings.events_auth_timeout_seconds)
-    if first is None:
+    opened = await _authenticate(websocket, state)
+    if opened is None:
         return
-    if isinstance(first, int):
-        await _close(websocket, first)
-        return
-    try:
-        connection = await _open(websocket, first.access_token, "ws")
-    except InsufficientScopeError:
-        await _close(websocket, CLOSE_API_KEY)
-        return
-    except UnauthorizedError:
-        await _close(websocket, CLOSE_UNAUTHORIZED)
-        return
-    except (AppError, OSError):
-        await _close(websocket, CLOSE_TRY_LATER)
-        return
+    connection, last_event_id = opened
     hub.register(connection)
     started = time.monotonic()
     _log_opened(connection)
     connection.pump = asyncio.current_task()
-    watcher = asyncio.create_task(_ignore_incoming(websocket, connection))
     try:
-        await _pump_websocket(websocket, connection, state, first.last_event_id)
+        await _pump_websocket(websocket, connection, state, last_event_id)
     except (WebSocketDisconnect, OSError, RuntimeError):
         connection.close(CLIENT_GONE)
     finally:
-        watcher.cancel()
         hub.unregister(connection)
         _log_closed(connection, started)
     code = connection.close_code
@@ -373,9 +365,35 @@ async def events_websocket(websocket: WebSocket) -> None:
             await _close(websocket, code)
 
 
+async def _authenticate(websocket: WebSocket, state: Any) -> tuple[Connection, str | None] | None:
+    """The connection of the auth message and the id to resume after; None once the socket is
+    closed (the client left, or was refused). The auth message and its token are not kept."""
+    first = await _first_message(websocket, state.settings.events_auth_timeout_seconds)
+    if first is None:
+        return None
+    if isinstance(first, int):
+        await _close(websocket, first)
+        return None
+    try:
+        connection = await _open(websocket, first.access_token, "ws")
+    except InsufficientScopeError:
+        await _close(websocket, CLOSE_API_KEY)
+        return None
+    except UnauthorizedError:
+        await _close(websocket, CLOSE_UNAUTHORIZED)
+        return None
+    except (AppError, OSError):
+        await _close(websocket, CLOSE_TRY_LATER)
+        return None
+    return connection, first.last_event_id
+
+
 async def _pump_websocket(
     websocket: WebSocket, connection: Connection, state: Any, last_event_id: str | None
 ) -> None:
+    """Replay, then live events; between them, wait for the client's next message, which is
+    ignored (API.md) unless it is the disconnect. This task is the connection's only one."""
+
     async def deliver(text: str) -> bool:
         return await connection.send(websocket.send_text(text))
 
@@ -397,26 +415,21 @@ async def _pump_websocket(
         if not await deliver(_reset_payload(replay.reset_id)):
             return
         connection.sent_after = parse_id(replay.reset_id)
+    del replay
+    # Heartbeats are the server's ping frames (uvicorn, every APP_EVENTS_HEARTBEAT_SECONDS).
     while True:
-        # Heartbeats are the server's ping frames (uvicorn, every APP_EVENTS_HEARTBEAT_SECONDS).
-        event = await connection.next(60.0)
-        if event is None:
-            if connection.close_code is not None:
+        event = connection.pop()
+        if event is not None:
+            if not await deliver(event.text()):
                 return
+            metrics.SENT.labels("ws").inc()
             continue
-        if not await deliver(event.text()):
+        if connection.close_code is not None:
             return
-        metrics.SENT.labels("ws").inc()
-
-
-async def _ignore_incoming(websocket: WebSocket, connection: Connection) -> None:
-    """Messages after the auth message are ignored (API.md); a disconnect ends the stream."""
-    with contextlib.suppress(Exception):
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-    connection.close(CLIENT_GONE)
+        message = await connection.receive(websocket.receive)
+        if message is not None and message["type"] == "websocket.disconnect":
+            connection.close(CLIENT_GONE)
+            return
 
 
 async def _close(websocket: WebSocket, code: int) -> None:
