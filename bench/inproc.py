@@ -320,7 +320,7 @@ async def _run(app: Any, args: argparse.Namespace, seeded: seed.SeedResult) -> N
         requests = [make() for _ in range(count)]
         for status, body in await _drive(app, requests[: args.concurrency * 4], args):
             assert status < 400, (name, status, body[:300])
-        profiler = cProfile.Profile() if name in args.profile.split(",") else None
+        profiler = cProfile.Profile(time.process_time) if name in args.profile.split(",") else None
         cpu, loop_cpu, wall = time.process_time(), time.thread_time(), time.perf_counter()
         if profiler:
             profiler.enable()

@@ -932,10 +932,29 @@ def _run_api(
     api.start()
     try:
         _measure_api(run, api, workers, selected, seeded, settings, logins, routes)
+        _note_rss_after(run, api, workers)
     finally:
         api.stop()
         if sink is not None:
             sink.stop()
+
+
+# Longer than the app's idle trim of argon2's memory (app.core.memory.IdleTrim, 5 s).
+_SETTLE_SECONDS = 7.0
+
+
+def _note_rss_after(run: Run, api: Server, workers: int) -> None:
+    """Each worker's RSS once the scenarios are over and the server has been idle a moment:
+    what a worker keeps (issue 19's target is on this), not its peak under load."""
+    time.sleep(_SETTLE_SECONDS)
+    values = [_rss_kb(pid) / 1024 for pid in api.worker_pids()]
+    if values:
+        listed = ", ".join(f"{value:.0f}" for value in values)
+        variant = f" ({run.variant})" if run.variant else ""
+        run.notes.append(
+            f"RSS of each worker after the run{variant}, {workers} worker(s), idle "
+            f"{_SETTLE_SECONDS:.0f} s: {listed} MB"
+        )
 
 
 def _start_otlp_sink(run: Run, api_env: dict[str, str], workers: int, cwd: Path) -> Any:

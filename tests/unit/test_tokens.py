@@ -117,3 +117,53 @@ def test_the_dependency_floor_is_past_the_2024_cves() -> None:
 
     major, minor, *_ = (int(part) for part in version("python-jose").split(".")[:2])
     assert (major, minor) >= (3, 5)
+
+
+class TestVerifiedTokens:
+    """A token's signature and claims are checked once; its expiry on every use."""
+
+    def _token(self, tokens: Tokens, *, ttl_left: int) -> str:
+        now = int(time.time())
+        token, _ = tokens.encode(
+            type="access",
+            subject=uuid.uuid4(),
+            session_id=uuid.uuid4(),
+            version=0,
+            now=now - tokens.access_ttl + ttl_left,
+        )
+        return token
+
+    def test_a_second_use_is_not_verified_again(
+        self, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        token = self._token(tokens, ttl_left=600)
+        first = tokens.decode(token, "access")
+        calls: list[str] = []
+        real = jwt.decode
+        monkeypatch.setattr(jwt, "decode", lambda *a, **k: calls.append("decode") or real(*a, **k))
+        assert tokens.decode(token, "access") == first
+        assert calls == []
+
+    def test_a_remembered_token_is_refused_once_it_expires(
+        self, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        token = self._token(tokens, ttl_left=60)
+        claims = tokens.decode(token, "access")
+        later = claims.expires_at + 1
+        monkeypatch.setattr("app.core.security.time.time", lambda: float(later))
+        with pytest.raises(InvalidTokenError, match="Expired"):
+            tokens.decode(token, "access")
+
+    def test_a_remembered_token_is_still_refused_as_another_type(self, tokens: Tokens) -> None:
+        token = self._token(tokens, ttl_left=600)
+        tokens.decode(token, "access")
+        with pytest.raises(InvalidTokenError, match="wrong token type"):
+            tokens.decode(token, "refresh")
+
+    def test_a_forged_copy_of_a_remembered_token_is_refused(self, tokens: Tokens) -> None:
+        token = self._token(tokens, ttl_left=600)
+        tokens.decode(token, "access")
+        head, payload, signature = token.split(".")
+        forged = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+        with pytest.raises(InvalidTokenError):
+            tokens.decode(forged, "access")

@@ -11,17 +11,20 @@ a readable `operationId` (`operation_id`).
 from __future__ import annotations
 
 import email.message
+import os
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from app.core.database import get_session
 from app.core.errors import (
@@ -204,7 +207,46 @@ def _problem_field(route: APIRoute, status: int) -> dict[int | str, Any]:
     return {status: field}
 
 
-def make_router(**kwargs: Any) -> APIRouter:
+class AppRouter(APIRouter):
+    """An APIRouter that refuses a path outside its prefix before trying any of its routes.
+
+    FastAPI (0.16x) tries every route of every included router in turn, and an included
+    router's routes twice (to match, then to handle): a request for `/api/v1/users/me` went
+    through the catalog's, the orders' and the organizations' routes first, about a tenth of
+    the CPU of a short read (`bench.inproc --profile`). `include()` tells the router where it
+    is mounted; a path elsewhere is refused at once. Only refusals are short-cut: a path under
+    the prefix is matched by FastAPI as before.
+    """
+
+    mounted_at: tuple[str, ...] = ()
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if self.mounted_at and not _route_path(scope).startswith(self.mounted_at):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def include(app: FastAPI, router: APIRouter, *, prefix: str = "") -> None:
+    """`app.include_router(router, prefix=prefix)`, and an `AppRouter` learns where it is: the
+    literal start its routes' paths share (`/api/v1/orders`, `/api/v1/organizations/`)."""
+    app.include_router(router, prefix=prefix)
+    if not isinstance(router, AppRouter):
+        return
+    shared = os.path.commonprefix(  # noqa: RUF071 - the literal start, by character
+        [getattr(route, "path", "").split("{", 1)[0] for route in router.routes]
+    )
+    mounted = prefix + shared
+    if shared not in ("", "/") and mounted not in router.mounted_at:
+        router.mounted_at = (*router.mounted_at, mounted)
+
+
+def make_router(**kwargs: Any) -> AppRouter:
     """An APIRouter whose routes are `AppRoute`s, with readable operation ids."""
     kwargs.setdefault("generate_unique_id_function", operation_id)
-    return APIRouter(route_class=AppRoute, **kwargs)
+    return AppRouter(route_class=AppRoute, **kwargs)
