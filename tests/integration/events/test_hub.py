@@ -3,15 +3,18 @@ whose session ended, whose token expired or whose account changed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import asyncpg
+import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from app.core.database import uuid7
 from app.core.security import revoked_session_key
+from app.features.events import hub as hub_module
 from app.features.events.hub import (
     CLOSE_SLOW,
     CLOSE_UNAUTHORIZED,
@@ -131,6 +134,43 @@ class TestRecheck:
         assert fine.close_code is None
         for connection in (logged_out, deactivated, password_changed, expired, fine):
             hub.unregister(connection)
+
+    async def test_many_streams_are_checked_in_batches_and_none_is_missed(
+        self,
+        app: FastAPI,
+        make_user: UserFactory,
+        redis_client: Redis,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # Batches of 3 over 8 streams of one account: an ended session in each batch, the
+        # last one short. Between batches the loop serves other work (a pause).
+        monkeypatch.setattr(hub_module, "_CHECK_BATCH", 3)
+        hub: Hub = app.state.events_hub
+        user = await make_user()
+        streams = [_connection(user) for _ in range(8)]
+        ended = {streams[1].session_id, streams[4].session_id, streams[7].session_id}
+        for connection in streams:
+            hub.register(connection)
+        for session_id in ended:
+            await redis_client.set(revoked_session_key(session_id), 1)
+        pauses: list[float] = []
+        real_sleep = asyncio.sleep
+
+        async def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            await real_sleep(0)
+
+        monkeypatch.setattr(hub_module.asyncio, "sleep", pause)
+        try:
+            await hub.check_connections()
+        finally:
+            monkeypatch.undo()
+            for connection in streams:
+                hub.unregister(connection)
+        closed = {c.session_id for c in streams if c.close_code == CLOSE_UNAUTHORIZED}
+        assert closed == ended
+        assert all(c.close_code is None for c in streams if c.session_id not in ended)
+        assert len(pauses) == 2, "three batches, a pause between each two"
 
     async def test_a_role_change_moves_nothing_before_the_token_fails(
         self, app: FastAPI, make_user: UserFactory, db_conn: asyncpg.Connection

@@ -86,7 +86,7 @@ async def test_an_idle_websocket_runs_one_task_outside_the_http_middleware(
         for task in tasks:
             chain = _awaiting(task)
             assert "_pump_websocket" in chain
-            assert chain[-2:] == ["WebSocketsSansIOProtocol.receive", "Queue.get"]
+            assert chain[-2:] == ["WebSocketsSansIOProtocol.receive", "Inbox.get"]
             assert not _HTTP_LAYERS & set(chain), chain
 
         # An event interrupts the wait and is sent; a close too, with its code.

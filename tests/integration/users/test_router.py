@@ -9,6 +9,8 @@ import pytest
 from httpx import AsyncClient
 
 from app.features.users.models import Role
+from app.features.users.queries import UserView
+from app.features.users.schemas import UserOut
 from tests.conftest import DEFAULT_PASSWORD, HeadersFactory, UserFactory
 from tests.integration.auth.helpers import API, assert_token_pair, bearer, claims, login
 from tests.problems import assert_problem
@@ -33,6 +35,10 @@ class TestMe:
         assert "password_hash" not in body
         assert "token_version" not in body
         assert user.password_hash not in response.text
+        assert response.headers["content-type"] == "application/json"
+        # The bytes UserOut would give (the route serialises the view itself).
+        view = UserView(**{name: getattr(user, name) for name in UserView.__dataclass_fields__})
+        assert response.content == UserOut.model_validate(view).model_dump_json().encode()
 
     async def test_without_a_token_is_401(self, client: AsyncClient) -> None:
         response = await client.get(f"{API}/users/me")

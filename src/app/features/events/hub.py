@@ -45,6 +45,10 @@ CLIENT_GONE = 1000  # the client went away (internal: nothing is sent)
 
 _Message = TypeVar("_Message")
 
+# Streams re-checked per batch (sessions, accounts, memberships), the event loop served between.
+_CHECK_BATCH = 200
+_CHECK_PAUSE_SECONDS = 0.005
+
 # How long the reader blocks in one XREAD; its socket waits a little longer.
 _READ_BLOCK_MS = 1000
 
@@ -447,24 +451,31 @@ class Hub:
         if not live:
             self._last_check_ok = time.monotonic()
             return
-        refs = [LoginSessionRef(c.session_id, c.user_id, c.token_version) for c in live]
         reads = ReadConnection(self.engine)
         try:
-            liveness = await check_login_sessions(self.redis, reads, refs)
-            viewers = {user_id: role == Role.admin for user_id, role in liveness.roles.items()}
-            audiences = await viewer_audiences(reads, viewers)
+            for start in range(0, len(live), _CHECK_BATCH):
+                if start:
+                    # Thousands of streams are checked a batch at a time, with a pause in
+                    # between in which the process serves its requests: one bulk check of
+                    # 5,000 made a /health p99 of 372 ms out of 3 ms (bench.realtime ws_idle).
+                    await asyncio.sleep(_CHECK_PAUSE_SECONDS)
+                batch = live[start : start + _CHECK_BATCH]
+                refs = [LoginSessionRef(c.session_id, c.user_id, c.token_version) for c in batch]
+                liveness = await check_login_sessions(self.redis, reads, refs)
+                viewers = {uid: role == Role.admin for uid, role in liveness.roles.items()}
+                audiences = await viewer_audiences(reads, viewers)
+                for connection in batch:
+                    if connection.session_id in liveness.ended:
+                        connection.close(CLOSE_UNAUTHORIZED)
+                        continue
+                    current = audiences.get(connection.user_id)
+                    if current is not None:
+                        self.listen_to(connection, current)
         except Exception as exc:  # Redis or the database away, most likely: see below
             return self._check_failed(exc)
         finally:
             await reads.close()
         self._last_check_ok = time.monotonic()
-        for connection in live:
-            if connection.session_id in liveness.ended:
-                connection.close(CLOSE_UNAUTHORIZED)
-                continue
-            current = audiences.get(connection.user_id)
-            if current is not None:
-                self.listen_to(connection, current)
 
     def _check_failed(self, exc: BaseException) -> None:
         down_for = time.monotonic() - self._last_check_ok

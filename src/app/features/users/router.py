@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Query, Response
 
 from app.core.errors import (
     ForbiddenError,
@@ -23,7 +23,7 @@ from app.core.routing import make_router
 from app.features.users.deps import AdminViewer, CurrentUser, UserServiceDep, Viewer
 from app.features.users.errors import UserNotFoundError
 from app.features.users.models import Role, User
-from app.features.users.queries import UserQueries, UserView
+from app.features.users.queries import UserQueries, UserView, user_json
 from app.features.users.schemas import ProfileUpdate, UserOut, UserPage
 from app.shared.pagination import PageParamsDep
 
@@ -35,9 +35,9 @@ ADMIN = (UnauthorizedError, ForbiddenError, InsufficientScopeError, ServiceUnava
 
 
 @router.get("/me", response_model=UserOut, responses=error_responses(*AUTH))
-async def read_me(viewer: Viewer) -> UserView:
+async def read_me(viewer: Viewer) -> Response:
     """The caller's account."""
-    return viewer
+    return Response(user_json(viewer), media_type="application/json")
 
 
 @router.patch("/me", response_model=UserOut, responses=error_responses(*AUTH))
