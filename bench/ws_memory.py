@@ -132,9 +132,8 @@ def _close_clients(client: subprocess.Popen[str]) -> None:
 async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) -> list[str]:
     import uvicorn
 
-    from app.cli import proxy_options
+    from app.cli import proxy_options, websocket_options
     from app.config import get_settings
-    from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
 
     settings = get_settings()
     config = uvicorn.Config(
@@ -145,11 +144,7 @@ async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) 
         access_log=False,
         server_header=False,
         **proxy_options(settings),
-        ws_ping_interval=settings.events_heartbeat_seconds,
-        ws_ping_timeout=settings.events_heartbeat_seconds,
-        ws_max_size=64 * 1024,
-        ws_per_message_deflate=False,
-        ws=WEBSOCKET_PROTOCOL,
+        **websocket_options(settings),
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

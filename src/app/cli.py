@@ -149,7 +149,6 @@ def serve(
     import uvicorn
 
     from app.core.logging import configure_logging
-    from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
 
     configure_logging(settings.log_level, json=settings.json_logs)
     uvicorn.run(
@@ -165,16 +164,27 @@ def serve(
         # A worker still importing the app on a busy host misses uvicorn's 5 s health check
         # and is killed and restarted forever; a hung worker is still replaced, later.
         timeout_worker_healthcheck=30,
-        # Event streams: ping frames as the heartbeat (API.md: at least every 25 s), small
-        # client messages only (the auth message), no per-message compression (it costs each
-        # idle connection hundreds of KB of zlib state), and uvicorn's protocol less the
-        # handshake it would keep (app.core.websocket_protocol).
-        ws_ping_interval=settings.events_heartbeat_seconds,
-        ws_ping_timeout=settings.events_heartbeat_seconds,
-        ws_max_size=64 * 1024,
-        ws_per_message_deflate=False,
-        ws=WEBSOCKET_PROTOCOL,
+        **websocket_options(settings),
     )
+
+
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket settings, the same for `saas serve` and `saas dev`.
+
+    Event streams: ping frames as the heartbeat (API.md: at least every 25 s), small client
+    messages only (the auth message), no per-message compression (it costs each idle connection
+    hundreds of KB of zlib state), and uvicorn's protocol with less kept per connection
+    (`app.core.websocket_protocol`).
+    """
+    from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
+
+    return {
+        "ws_ping_interval": settings.events_heartbeat_seconds,
+        "ws_ping_timeout": settings.events_heartbeat_seconds,
+        "ws_max_size": 64 * 1024,
+        "ws_per_message_deflate": False,
+        "ws": WEBSOCKET_PROTOCOL,
+    }
 
 
 def proxy_options(settings: Settings) -> dict[str, Any]:
@@ -357,8 +367,6 @@ def dev(
         try:
             import uvicorn
 
-            from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
-
             uvicorn.run(
                 "app.main:app",
                 host=host,
@@ -368,11 +376,7 @@ def dev(
                 **proxy_options(settings),
                 log_config=None,
                 access_log=False,
-                ws_ping_interval=settings.events_heartbeat_seconds,
-                ws_ping_timeout=settings.events_heartbeat_seconds,
-                ws_max_size=64 * 1024,
-                ws_per_message_deflate=False,
-                ws=WEBSOCKET_PROTOCOL,
+                **websocket_options(settings),
             )
         finally:
             worker_process.terminate()
