@@ -26,6 +26,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, Request
 from jose import JWTError, jwt
+from redis.asyncio import Redis
 
 from app.config import Settings
 from app.core import memory
@@ -158,6 +159,20 @@ REVOKED_SESSION_KEY = "auth:revoked-session:{session_id}"
 
 def revoked_session_key(session_id: uuid.UUID) -> str:
     return REVOKED_SESSION_KEY.format(session_id=session_id)
+
+
+# Moves with every session added to the denylist (`deny_session`, in the same transaction): a
+# process holding thousands of streams learns from one GET that none of their sessions was
+# revoked since it last looked, instead of asking for each of them (`users.liveness`).
+REVOKED_SESSIONS_EPOCH_KEY = "auth:revoked-sessions-epoch"
+
+
+async def deny_session(redis: Redis, session_id: uuid.UUID, ttl_seconds: int) -> None:
+    """Refuse the login session's access tokens for `ttl_seconds` (their lifetime)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(revoked_session_key(session_id), "1", ex=ttl_seconds)
+        pipe.incr(REVOKED_SESSIONS_EPOCH_KEY)
+        await pipe.execute()
 
 
 class InvalidTokenError(Exception):

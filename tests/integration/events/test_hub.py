@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from app.core.database import uuid7
-from app.core.security import revoked_session_key
+from app.core.security import deny_session, revoked_session_key
 from app.features.events import hub as hub_module
 from app.features.events.hub import (
     CLOSE_SLOW,
@@ -187,3 +187,144 @@ class TestRecheck:
         await hub.check_connections()
         assert connection.close_code == CLOSE_UNAUTHORIZED
         hub.unregister(connection)
+
+
+def _code(connection: Connection) -> int | None:
+    return connection.close_code
+
+
+class TestRecheckOnlyWhenSomethingChanged:
+    """Streams are re-read when the access epoch moved, every `events_full_recheck_seconds`,
+    after a failed check, and when new; an idle process otherwise reads two counters."""
+
+    @pytest.fixture(autouse=True)
+    def _no_background_checks(self, app: FastAPI) -> None:
+        """Only the test's own looks: the app's re-check loop could look in between."""
+        hub: Hub = app.state.events_hub
+        for task in hub._tasks:
+            if task.get_name() == "events.checker":
+                task.cancel()
+
+    async def _checked(self, hub: Hub, *users: User) -> list[Connection]:
+        streams = [_connection(user) for user in users]
+        for connection in streams:
+            hub.register(connection)
+        await hub.check_connections()  # new streams: read at the next look
+        assert all(c.close_code is None for c in streams)
+        return streams
+
+    async def test_nothing_is_re_read_while_nothing_changed_then_everything_is(
+        self,
+        app: FastAPI,
+        make_user: UserFactory,
+        redis_client: Redis,
+        db_conn: asyncpg.Connection,
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        alice, bob = await make_user(), await make_user()
+        alice_stream, bob_stream = await self._checked(hub, alice, bob)
+        # A denial written without its mark (an older release during a rolling deploy) is
+        # not looked for: nothing says that anything changed.
+        await redis_client.set(revoked_session_key(alice_stream.session_id), 1)
+        await hub.check_connections()
+        assert _code(alice_stream) is None
+        # Any account change moves the epoch (a trigger, whatever wrote it): every stream
+        # is re-read, the unmarked denial with it.
+        await db_conn.execute("UPDATE users SET is_active = false WHERE id = $1", bob.id)
+        await hub.check_connections()
+        assert _code(bob_stream) == CLOSE_UNAUTHORIZED
+        assert _code(alice_stream) == CLOSE_UNAUTHORIZED
+        hub.unregister(alice_stream)
+        hub.unregister(bob_stream)
+
+    async def test_a_logout_s_denial_is_seen_at_the_next_look(
+        self, app: FastAPI, make_user: UserFactory, redis_client: Redis
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        alice, bob = await make_user(), await make_user()
+        alice_stream, bob_stream = await self._checked(hub, alice, bob)
+        await deny_session(redis_client, alice_stream.session_id, 60)
+        await hub.check_connections()
+        assert _code(alice_stream) == CLOSE_UNAUTHORIZED
+        assert _code(bob_stream) is None
+        hub.unregister(alice_stream)
+        hub.unregister(bob_stream)
+
+    async def test_a_membership_removed_by_hand_stops_the_organization_s_events(
+        self, app: FastAPI, make_user: UserFactory, db_conn: asyncpg.Connection
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        member = await make_user()
+        organization_id = uuid7()
+        await db_conn.execute(
+            "INSERT INTO organizations (id, name, slug) VALUES ($1, 'Acme', $2)",
+            organization_id,
+            f"acme-{organization_id.hex[-8:]}",
+        )
+        await db_conn.execute(
+            "INSERT INTO organization_members (organization_id, user_id, role) "
+            "VALUES ($1, $2, 'member')",
+            organization_id,
+            member.id,
+        )
+        (stream,) = await self._checked(hub, member)
+        assert f"org:{organization_id}" in stream.audiences
+        await db_conn.execute("DELETE FROM organization_members WHERE user_id = $1", member.id)
+        await hub.check_connections()
+        assert _code(stream) is None
+        assert stream.audiences == frozenset({f"user:{member.id}"})
+        hub.dispatch(_event(1, f"org:{organization_id}"))
+        assert len(stream.queue) == 0
+        hub.unregister(stream)
+
+    async def test_everything_is_re_read_every_full_recheck_interval_anyway(
+        self, app: FastAPI, make_user: UserFactory, redis_client: Redis
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        (stream,) = await self._checked(hub, await make_user())
+        await redis_client.set(revoked_session_key(stream.session_id), 1)
+        await hub.check_connections()
+        assert _code(stream) is None
+        hub._last_full_check -= app.state.settings.events_full_recheck_seconds
+        await hub.check_connections()
+        assert _code(stream) == CLOSE_UNAUTHORIZED
+        hub.unregister(stream)
+
+    async def test_a_stream_opened_after_a_recheck_is_read_at_the_next_look(
+        self, app: FastAPI, make_user: UserFactory, redis_client: Redis
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        (old,) = await self._checked(hub, await make_user())
+        new = _connection(await make_user())
+        await redis_client.set(revoked_session_key(new.session_id), 1)
+        await redis_client.set(revoked_session_key(old.session_id), 1)
+        hub.register(new)
+        await hub.check_connections()
+        assert _code(new) == CLOSE_UNAUTHORIZED
+        assert _code(old) is None  # not re-read: nothing changed since its last check
+        hub.unregister(new)
+        hub.unregister(old)
+
+    async def test_after_a_failed_check_everything_is_re_read(
+        self,
+        app: FastAPI,
+        make_user: UserFactory,
+        redis_client: Redis,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        hub: Hub = app.state.events_hub
+        (stream,) = await self._checked(hub, await make_user())
+
+        async def away(*args: object) -> tuple[int, int]:
+            raise ConnectionError("Redis is away")
+
+        monkeypatch.setattr(hub_module, "access_epoch", away)
+        await hub.check_connections()
+        monkeypatch.undo()
+        assert _code(stream) is None  # one failed look is within the 5 s
+        # What changed while the check could not run may have left no mark that is still
+        # different (the epoch is read again after the outage): everything is read again.
+        await redis_client.set(revoked_session_key(stream.session_id), 1)
+        await hub.check_connections()
+        assert _code(stream) == CLOSE_UNAUTHORIZED
+        hub.unregister(stream)

@@ -32,9 +32,9 @@ from app.core.security import (
     Passwords,
     TokenClaims,
     Tokens,
+    deny_session,
     digest,
     new_secret,
-    revoked_session_key,
     sealer_for,
 )
 from app.features.auth.errors import (
@@ -412,7 +412,7 @@ class AuthService:
     async def _deny_access_tokens(self, session_id: uuid.UUID) -> None:
         """Refuse the session's access tokens until the last one could have expired."""
         try:
-            await self.redis.set(revoked_session_key(session_id), "1", ex=self.tokens.access_ttl)
+            await deny_session(self.redis, session_id, self.tokens.access_ttl)
         except (RedisError, OSError):
             raise ServiceUnavailableError("Cannot end the session right now") from None
 

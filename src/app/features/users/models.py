@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import sqlalchemy as sa
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from app.core.database import TimestampMixin, UUIDModel
 
@@ -40,3 +40,16 @@ class User(UUIDModel, TimestampMixin, table=True):
     # Carried in every token as `ver`; bumping it (password change or reset, deactivation, role
     # change) makes every earlier token of the user fail at once, in every session.
     token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class AccessEpoch(SQLModel, table=True):
+    """One row, whose `value` moves whenever something that gates a long-lived connection
+    changes: an account's `is_active`, `token_version` or `role`, a membership, an
+    organization's deletion. Triggers bump it at commit (migration 0012), whatever wrote the
+    change; the event hub reads it to know when its streams need re-checking (`liveness`)."""
+
+    __tablename__ = "access_epoch"
+    __table_args__ = (sa.CheckConstraint("id", name="single_row"),)
+
+    id: bool = Field(default=True, primary_key=True, sa_column_kwargs={"server_default": "true"})
+    value: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})

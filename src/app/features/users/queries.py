@@ -18,10 +18,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.core.reads import ReadConnection, ReadQuery, Row, read_query
-from app.features.users.models import Role, User
+from app.features.users.models import AccessEpoch, Role, User
 from app.shared.text import like_pattern
 
 _USERS: Table = User.__table__  # type: ignore[attr-defined]
+_ACCESS_EPOCH: Table = AccessEpoch.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ _TOKEN_STATES = read_query(
         _USERS.c.id == any_(bindparam("user_ids", type_=ARRAY(Uuid())))
     )
 )
+_ACCESS_EPOCH_VALUE = read_query(select(_ACCESS_EPOCH.c.value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,12 @@ class UserQueries:
             row["id"]: TokenState(row["is_active"], row["token_version"], Role(row["role"]))
             for row in rows
         }
+
+    async def access_epoch(self) -> int:
+        """The counter that moves at the commit of every change of an account's access or of
+        a membership (`AccessEpoch`); 0 before the first one."""
+        value = await self.connection.fetchval(_ACCESS_EPOCH_VALUE)
+        return int(value or 0)
 
     async def search(
         self,
