@@ -119,6 +119,13 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=8)
+def _default_media_base_url(storage_url: str) -> str:
+    # Every product read builds its image URLs from this: parsed once per URL, not per request
+    # (3.5% of a cached product read's CPU under a sampling profiler).
+    return StorageLocation.parse(storage_url).default_media_base_url()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP_",
@@ -333,7 +340,7 @@ class Settings(BaseSettings):
         if self.media_base_url:
             return self.media_base_url.rstrip("/")
         if self.storage_url:
-            return StorageLocation.parse(self.storage_url).default_media_base_url()
+            return _default_media_base_url(self.storage_url)
         return ""
 
     @property
