@@ -5,6 +5,9 @@ Content-Security-Policy, they are blank. Here the assets come from the `fastapi-
 (Swagger UI 5 and ReDoc 2, kept current by its maintainers) and are served under
 `/docs/assets/`, so the pages need no other host. Each page's CSP allows only this origin, and
 its inline script by hash (no `'unsafe-inline'` for scripts).
+
+`fastapi-offline` is imported by `install_docs` only: with the docs off (production) the API
+process never loads it (`tests/unit/test_imports.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -23,13 +25,11 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 
 DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 ASSETS_URL = "/docs/assets"
-ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 DOCS_PAGES = frozenset({DOCS_URL, REDOC_URL, OAUTH2_REDIRECT_URL})
 
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.DOTALL)
@@ -63,7 +63,11 @@ def _page(response: HTMLResponse) -> HTMLResponse:
 
 def install_docs(app: FastAPI, *, openapi_url: str, swagger_ui_parameters: dict[str, Any]) -> None:
     """Add `/docs`, `/redoc`, Swagger's OAuth2 redirect page and their assets to `app`."""
-    app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
+    import fastapi_offline
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(ASSETS_URL, StaticFiles(directory=assets), name="docs-assets")
 
     @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

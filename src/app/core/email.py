@@ -9,7 +9,9 @@ and keys a row in `email_deliveries`. A run claims that row in a short transacti
 outcome in a second short transaction. A re-delivered run finds the row `sent` (or `failed`) and
 sends nothing; a concurrent one finds it claimed and retries after the lease. The templates are
 rendered once per delivery, in the worker; `queue_email` only checks that they exist and that
-the context has every variable they use.
+the context has every variable they use. Jinja2 is imported by the functions that use it, not
+at the top: the API imports this module for `queue_email`, and should load Jinja2 at its first
+queued email rather than at start-up (`tests/unit/test_imports.py`).
 
 Transient SMTP failures (4xx replies, connection errors, timeouts) are retried through ARQ's
 `Retry` with exponential backoff (`APP_EMAIL_RETRY_BACKOFF_SECONDS`, doubling, capped at
@@ -36,20 +38,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.worker import Retry
-from jinja2 import (
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateError,
-    UndefinedError,
-    meta,
-    pass_context,
-    select_autoescape,
-)
-from jinja2.runtime import Context
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -64,6 +55,10 @@ from app.core.logging import get_logger
 from app.core.metrics import EMAIL_FAILURES
 from app.core.security import InvalidTokenError, Sealer, sealer_for
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+    from jinja2.runtime import Context
+
 log = get_logger(__name__)
 
 SEND_EMAIL_JOB = "send_email"
@@ -74,7 +69,6 @@ _ALWAYS_DEFINED = frozenset({"frontend_url", "currency"})
 _SMTP_STEPS = 8
 
 
-@pass_context
 def money(context: Context, cents: int, currency: str | None = None) -> str:
     """`{{ 123456 | money }}` -> `1,234.56 USD` (the context's currency unless one is given)."""
     code = currency or context.get("currency") or ""
@@ -85,6 +79,14 @@ def money(context: Context, cents: int, currency: str | None = None) -> str:
 
 @cache
 def _environment(directory: Path) -> Environment:
+    from jinja2 import (
+        Environment,
+        FileSystemLoader,
+        StrictUndefined,
+        pass_context,
+        select_autoescape,
+    )
+
     env = Environment(
         loader=FileSystemLoader(directory),
         # HTML parts escape every value; subjects and text parts are plain text.
@@ -94,7 +96,8 @@ def _environment(directory: Path) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["money"] = money
+    # `money` reads the template's currency: Jinja2 passes it the context.
+    env.filters["money"] = pass_context(money)
     return env
 
 
@@ -134,6 +137,8 @@ def _variables(template: str, directory: Path = TEMPLATES_DIR) -> frozenset[str]
 
     Raises `TemplateNotFound` for a template that does not exist.
     """
+    from jinja2 import meta
+
     env = _environment(directory)
     names: set[str] = set()
     for part in (f"{template}.subject.txt", f"{template}.txt", f"{template}.html"):
@@ -147,6 +152,8 @@ def check_template(template: str, context: dict[str, Any]) -> None:
     it: a bug fails the request that asked for the mail (and its tests), not the worker later."""
     missing = sorted(_variables(template) - _ALWAYS_DEFINED - context.keys())
     if missing:
+        from jinja2 import UndefinedError
+
         raise UndefinedError(f"{template}: {', '.join(repr(name) for name in missing)} undefined")
 
 
@@ -382,6 +389,8 @@ async def deliver(
     Raises `Retry` after a transient failure until the deadline, and while another run holds
     the claim.
     """
+    from jinja2 import TemplateError
+
     message_id = message_id_for(outbox_id, settings.mail_from)
     claim = await _claim(
         factory, settings, outbox_id=outbox_id, message_id=message_id, to=to, template=template
