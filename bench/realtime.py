@@ -3,8 +3,10 @@
 Two scenarios against one `saas serve` process (`--workers 1`), on a fresh database:
 
 - `ws_idle`: N idle, authenticated WebSocket connections (default 5,000). Reports the server's
-  memory per connection (RSS growth / N; target <= 20 KB) and `GET /health`'s p99 with and
-  without them (target: within 10 %), each sample after a warm-up batch of its own.
+  memory per connection (RSS growth / N; target <= 20 KB), its CPU while nobody calls it, and
+  `GET /health`'s p99 with and without them (target: within 10 %), measured by `wrk` in
+  `--cycles` alternations of several samples each (the p99 drifts by more than 10% between
+  minutes on a 2-core machine), the pooled medians compared.
 - `ws_fanout`: C connected clients (default 1,000: one per user, plus a few admins that see every
   event) while orders are placed through the API at R per second (default 50). Reports the
   latency from the event's `at` (stamped inside the order's transaction, just before its commit)
@@ -59,6 +61,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of orders (30)")
     parser.add_argument(
         "--health-requests", type=int, default=3000, help="/health requests per p99 sample"
+    )
+    parser.add_argument(
+        "--health-samples",
+        type=int,
+        default=5,
+        help="/health p99 samples on each side of ws_idle (their median is compared)",
+    )
+    parser.add_argument(
+        "--cycles", type=int, default=3, help="ws_idle: alternations without/with the sockets"
     )
     parser.add_argument("--scenarios", default="ws_idle,ws_fanout", help="ws_idle,ws_fanout")
     parser.add_argument("--output", type=Path, default=None, help="results file (Markdown)")
@@ -239,7 +250,10 @@ async def open_clients(server: Server, tokens: list[str]) -> list[Any]:
 
     async def one(token: str) -> Any:
         async with limit:
-            ws = await connect(server.ws_url, open_timeout=60, max_queue=None)
+            # No ping frames from the client, as from a browser (its WebSocket API never sends
+            # one): the server's heartbeat is what keeps a stream alive. The websockets
+            # library's default (one every 20 s) doubled the frames each idle stream costs.
+            ws = await connect(server.ws_url, open_timeout=60, max_queue=None, ping_interval=None)
             await ws.send(json.dumps({"type": "auth", "access_token": token}))
             ready = json.loads(await ws.recv())
             assert ready["type"] == "ready", ready
@@ -265,39 +279,63 @@ class Results:
 async def ws_idle(
     server: Server, users: list[dict[str, Any]], mint: Any, args: argparse.Namespace, out: Results
 ) -> None:
-    baseline = await health_p99_samples(server.url, args.health_requests)
-    await asyncio.sleep(1)
-    idle_before = await server.idle_cpu_share(10)
-    rss_before = server.rss_kb()
+    """Memory and idle CPU per connection, and `/health`'s p99 without and with the connections
+    in `--cycles` alternations (close them, sample, open them again, sample): the p99 of this
+    machine drifts between minutes by more than the 10% compared, so each cycle's pair is
+    measured minutes apart at most, and the pooled samples of all cycles are compared."""
     tokens = [mint(users[number % len(users)]) for number in range(args.idle)]
-    started = time.monotonic()
-    sockets = await open_clients(server, tokens)
-    opened_in = time.monotonic() - started
-    await asyncio.sleep(3)
-    rss_after = server.rss_kb()
-    idle_after = await server.idle_cpu_share(10)
-    loaded = await health_p99_samples(server.url, args.health_requests)
-    baseline_p99, loaded_p99 = percentile(baseline, 50), percentile(loaded, 50)
-    per_connection = (rss_after - rss_before) / max(1, len(sockets))
-    await asyncio.gather(*(ws.close() for ws in sockets))
-    change = (loaded_p99 / baseline_p99 - 1) * 100 if baseline_p99 else float("nan")
+    without: list[list[float]] = []
+    with_them: list[list[float]] = []
+    first: dict[str, float] = {}
+    for cycle in range(args.cycles):
+        without.append(
+            await health_p99_samples(server.url, args.health_requests, args.health_samples)
+        )
+        await asyncio.sleep(1)
+        if cycle == 0:
+            first["idle_before"] = await server.idle_cpu_share(10)
+            first["rss_before"] = server.rss_kb()
+        started = time.monotonic()
+        sockets = await open_clients(server, tokens)
+        if cycle == 0:
+            first["opened_in"] = time.monotonic() - started
+            first["opened"] = len(sockets)
+        await asyncio.sleep(3)
+        if cycle == 0:
+            first["rss_after"] = server.rss_kb()
+            first["idle_after"] = await server.idle_cpu_share(10)
+        with_them.append(
+            await health_p99_samples(server.url, args.health_requests, args.health_samples)
+        )
+        await asyncio.gather(*(ws.close() for ws in sockets))
+        await asyncio.sleep(2)
+    per_connection = (first["rss_after"] - first["rss_before"]) / max(1, first["opened"])
+    pooled_without = percentile([v for samples in without for v in samples], 50)
+    pooled_with = percentile([v for samples in with_them for v in samples], 50)
+    change = (pooled_with / pooled_without - 1) * 100 if pooled_without else float("nan")
     out.lines += [
         "## ws_idle: idle WebSocket connections on one worker",
         "",
         "| measure | value | target |",
         "|---|---|---|",
-        f"| connections | {len(sockets)} (opened in {opened_in:.1f} s) | {args.idle} |",
-        f"| server RSS before / after | {rss_before / 1024:.1f} MiB / "
-        f"{rss_after / 1024:.1f} MiB | |",
+        f"| connections | {first['opened']:.0f} (opened in {first['opened_in']:.1f} s) "
+        f"| {args.idle} |",
+        f"| server RSS before / after | {first['rss_before'] / 1024:.1f} MiB / "
+        f"{first['rss_after'] / 1024:.1f} MiB | |",
         f"| memory per connection | {per_connection:.1f} KB | <= 20 KB |",
         f"| server CPU over 10 s with no request, without / with them | "
-        f"{idle_before * 100:.1f}% / {idle_after * 100:.1f}% of a core | |",
-        f"| /health p99 without / with them (median of {len(baseline)} samples) | "
-        f"{baseline_p99:.2f} ms / {loaded_p99:.2f} ms ({change:+.0f} %) | within 10 % |",
-        f"| the samples without / with them | {', '.join(f'{v:.2f}' for v in baseline)} / "
-        f"{', '.join(f'{v:.2f}' for v in loaded)} ms | |",
-        "",
+        f"{first['idle_before'] * 100:.1f}% / {first['idle_after'] * 100:.1f}% of a core | |",
+        f"| /health p99 without / with them (median of all {len(without)} x "
+        f"{args.health_samples} samples) | {pooled_without:.2f} ms / {pooled_with:.2f} ms "
+        f"({change:+.0f} %) | within 10 % |",
     ]
+    for number, (before, after) in enumerate(zip(without, with_them, strict=True), 1):
+        out.lines.append(
+            f"| cycle {number}: samples without / with them | "
+            f"{', '.join(f'{v:.2f}' for v in before)} / {', '.join(f'{v:.2f}' for v in after)} "
+            f"ms | |"
+        )
+    out.lines.append("")
 
 
 async def ws_fanout(

@@ -221,11 +221,11 @@ class Settings(BaseSettings):
     events_heartbeat_seconds: float = Field(default=20.0, gt=0, le=25)
     # Live events queued behind one connection before it is dropped as too slow (1008).
     events_queue_limit: int = Field(default=1000, ge=1)
-    # How often each process looks whether its connections' sessions, tokens and memberships
-    # need re-checking, and re-checks them if so (a revoked session or a member who left stops
-    # receiving within this + 1 s). They need it when a session was revoked or an account or a
-    # membership changed since the last re-check (`users.liveness.access_epoch`), and at least
-    # every `events_full_recheck_seconds` whatever happened (a change made without the marks).
+    # How often each process looks what changed for its connections (`users.liveness.
+    # access_changes`) and acts on it: a revoked session or a member who left stops receiving
+    # within this + 1 s. Each connection is also re-read at least every
+    # `events_full_recheck_seconds`, a slice per look, whatever happened (a change made
+    # without the marks).
     events_recheck_seconds: float = Field(default=2.0, gt=0, le=4)
     events_full_recheck_seconds: float = Field(default=30.0, gt=0, le=300)
     events_auth_timeout_seconds: float = Field(default=5.0, gt=0, le=30)

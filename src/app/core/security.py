@@ -161,17 +161,26 @@ def revoked_session_key(session_id: uuid.UUID) -> str:
     return REVOKED_SESSION_KEY.format(session_id=session_id)
 
 
-# Moves with every session added to the denylist (`deny_session`, in the same transaction): a
-# process holding thousands of streams learns from one GET that none of their sessions was
-# revoked since it last looked, instead of asking for each of them (`users.liveness`).
-REVOKED_SESSIONS_EPOCH_KEY = "auth:revoked-sessions-epoch"
+# Every session added to the denylist is also counted and appended to a capped stream, in the
+# same transaction (`deny_session`): a process holding thousands of event streams reads which
+# sessions were revoked since it last looked, instead of asking about each of its streams, and
+# the count tells it whether the stream still holds all of them (`users.liveness`).
+REVOKED_SESSIONS_COUNT_KEY = "auth:revoked-sessions:count"
+REVOKED_SESSIONS_STREAM = "auth:revoked-sessions:stream"
+REVOKED_SESSIONS_STREAM_LENGTH = 10_000
 
 
 async def deny_session(redis: Redis, session_id: uuid.UUID, ttl_seconds: int) -> None:
     """Refuse the login session's access tokens for `ttl_seconds` (their lifetime)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(revoked_session_key(session_id), "1", ex=ttl_seconds)
-        pipe.incr(REVOKED_SESSIONS_EPOCH_KEY)
+        pipe.incr(REVOKED_SESSIONS_COUNT_KEY)
+        pipe.xadd(
+            REVOKED_SESSIONS_STREAM,
+            {"session": str(session_id)},
+            maxlen=REVOKED_SESSIONS_STREAM_LENGTH,
+            approximate=True,
+        )
         await pipe.execute()
 
 

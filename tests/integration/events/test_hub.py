@@ -243,6 +243,9 @@ class TestRecheckOnlyWhenSomethingChanged:
         hub: Hub = app.state.events_hub
         alice, bob = await make_user(), await make_user()
         alice_stream, bob_stream = await self._checked(hub, alice, bob)
+        # Bob's session denied without the marks: only the denial that is told is acted on,
+        # the other streams are not re-read for it.
+        await redis_client.set(revoked_session_key(bob_stream.session_id), 1)
         await deny_session(redis_client, alice_stream.session_id, 60)
         await hub.check_connections()
         assert _code(alice_stream) == CLOSE_UNAUTHORIZED
@@ -277,18 +280,28 @@ class TestRecheckOnlyWhenSomethingChanged:
         assert len(stream.queue) == 0
         hub.unregister(stream)
 
-    async def test_everything_is_re_read_every_full_recheck_interval_anyway(
+    async def test_every_stream_is_re_read_within_the_full_recheck_interval_anyway(
         self, app: FastAPI, make_user: UserFactory, redis_client: Redis
     ) -> None:
         hub: Hub = app.state.events_hub
-        (stream,) = await self._checked(hub, await make_user())
-        await redis_client.set(revoked_session_key(stream.session_id), 1)
-        await hub.check_connections()
-        assert _code(stream) is None
-        hub._last_full_check -= app.state.settings.events_full_recheck_seconds
-        await hub.check_connections()
-        assert _code(stream) == CLOSE_UNAUTHORIZED
-        hub.unregister(stream)
+        settings = app.state.settings
+        looks = round(settings.events_full_recheck_seconds / settings.events_recheck_seconds)
+        assert looks > 3
+        user = await make_user()
+        streams = await self._checked(hub, *[user] * 3)
+        for connection in streams:
+            await redis_client.set(revoked_session_key(connection.session_id), 1)
+        closed_after: list[int] = []
+        for _ in range(looks):
+            await hub.check_connections()
+            closed_after.append(sum(_code(c) == CLOSE_UNAUTHORIZED for c in streams))
+        # A slice per look, evenly: none at the first look, all three by the last.
+        assert closed_after[0] == 0
+        assert closed_after[-1] == 3
+        assert closed_after == sorted(closed_after)
+        assert len(set(closed_after)) == 4  # one at a time
+        for connection in streams:
+            hub.unregister(connection)
 
     async def test_a_stream_opened_after_a_recheck_is_read_at_the_next_look(
         self, app: FastAPI, make_user: UserFactory, redis_client: Redis
@@ -318,7 +331,7 @@ class TestRecheckOnlyWhenSomethingChanged:
         async def away(*args: object) -> tuple[int, int]:
             raise ConnectionError("Redis is away")
 
-        monkeypatch.setattr(hub_module, "access_epoch", away)
+        monkeypatch.setattr(hub_module, "access_changes", away)
         await hub.check_connections()
         monkeypatch.undo()
         assert _code(stream) is None  # one failed look is within the 5 s

@@ -1,5 +1,5 @@
-"""The access epoch: the counter that the triggers of migration 0012 move at the commit of every
-change that gates a long-lived connection, and only then (`users.liveness.access_epoch`)."""
+"""The access epoch (the counter that the triggers of migration 0012 move at the commit of every
+change that gates a long-lived connection, and only then) and `users.liveness.access_changes`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.database import uuid7
 from app.core.reads import ReadConnection
-from app.core.security import deny_session, revoked_session_key
-from app.features.users.liveness import access_epoch
+from app.core.security import (
+    REVOKED_SESSIONS_COUNT_KEY,
+    REVOKED_SESSIONS_STREAM,
+    deny_session,
+    revoked_session_key,
+)
+from app.features.users import liveness
+from app.features.users.liveness import access_changes
 from app.features.users.models import User
 from tests.conftest import UserFactory, _dsn
 
@@ -122,8 +128,8 @@ class TestTheTriggers:
         assert await db_conn.fetchval("SELECT value FROM access_epoch") == 1
 
 
-class TestAccessEpoch:
-    async def test_it_moves_with_a_revocation_and_with_an_account_change_only(
+class TestAccessChanges:
+    async def test_denials_are_named_one_by_one_and_account_changes_ask_for_everything(
         self,
         make_user: UserFactory,
         db_engine: AsyncEngine,
@@ -133,17 +139,52 @@ class TestAccessEpoch:
         user: User = await make_user()
         reads = ReadConnection(db_engine)
         try:
-            first = await access_epoch(redis_client, reads)
-            assert await access_epoch(redis_client, reads) == first
-            session_id = uuid7()
-            await deny_session(redis_client, session_id, 60)
-            assert await redis_client.get(revoked_session_key(session_id)) == b"1"
-            assert 0 < await redis_client.ttl(revoked_session_key(session_id)) <= 60
-            second = await access_epoch(redis_client, reads)
-            assert second[0] == first[0] + 1
-            assert second[1] == first[1]
+            first = await access_changes(redis_client, reads, None)
+            assert not first.complete  # no earlier look: everything may have changed
+            quiet = await access_changes(redis_client, reads, first.marks)
+            assert quiet.complete
+            assert quiet.denied == frozenset()
+            assert quiet.marks == first.marks
+            ended = [uuid7(), uuid7()]
+            for session_id in ended:
+                await deny_session(redis_client, session_id, 60)
+            assert await redis_client.get(revoked_session_key(ended[0])) == b"1"
+            assert 0 < await redis_client.ttl(revoked_session_key(ended[0])) <= 60
+            denied = await access_changes(redis_client, reads, quiet.marks)
+            assert denied.complete
+            assert denied.denied == frozenset(ended)
+            again = await access_changes(redis_client, reads, denied.marks)
+            assert again.complete
+            assert again.denied == frozenset()  # each denial is told once
             await db_conn.execute("UPDATE users SET is_active = false WHERE id = $1", user.id)
-            third = await access_epoch(redis_client, reads)
-            assert third == (second[0], second[1] + 1)
+            changed = await access_changes(redis_client, reads, again.marks)
+            assert not changed.complete
+            assert changed.marks.accounts == again.marks.accounts + 1
+        finally:
+            await reads.close()
+
+    async def test_denials_that_cannot_all_be_told_ask_for_everything(
+        self, db_engine: AsyncEngine, redis_client: Redis
+    ) -> None:
+        reads = ReadConnection(db_engine)
+        try:
+            marks = (await access_changes(redis_client, reads, None)).marks
+            # More than one look reads: some would go untold.
+            for _ in range(liveness._DENIALS_PER_LOOK + 1):
+                await deny_session(redis_client, uuid7(), 60)
+            flood = await access_changes(redis_client, reads, marks)
+            assert not flood.complete
+            # Redis lost the marks (a restart without persistence): the count went back.
+            await redis_client.delete(REVOKED_SESSIONS_COUNT_KEY, REVOKED_SESSIONS_STREAM)
+            await deny_session(redis_client, uuid7(), 60)
+            lost = await access_changes(redis_client, reads, flood.marks)
+            assert not lost.complete
+            # The stream was cut below the last id read: the count says more than it holds.
+            await deny_session(redis_client, uuid7(), 60)
+            await redis_client.xtrim(REVOKED_SESSIONS_STREAM, maxlen=0)
+            await deny_session(redis_client, uuid7(), 60)
+            cut = await access_changes(redis_client, reads, lost.marks)
+            assert not cut.complete
+            assert len(cut.denied) == 1
         finally:
             await reads.close()

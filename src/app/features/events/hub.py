@@ -30,7 +30,12 @@ from app.core.reads import ReadConnection
 from app.features.events import metrics
 from app.features.events.audience import viewer_audiences
 from app.features.events.store import ALL_STREAM, REDIS_DOWN, Event, StreamId, event_from_entry
-from app.features.users.liveness import LoginSessionRef, access_epoch, check_login_sessions
+from app.features.users.liveness import (
+    AccessMarks,
+    LoginSessionRef,
+    access_changes,
+    check_login_sessions,
+)
 from app.features.users.models import Role
 
 log = get_logger(__name__)
@@ -258,11 +263,14 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._restore_signals: list[tuple[int, Any]] = []
         self._last_check_ok = time.monotonic()
-        # What the last re-check of every stream read (`access_epoch`, None: redo it), when it
-        # started, and the streams registered since it began (checked at the next look).
-        self._checked_epoch: tuple[int, int] | None = None
-        self._last_full_check = -float("inf")
+        # Where revocations and account changes stood at the last look (None: re-check every
+        # stream at the next), the streams registered since (checked at the next look), and
+        # the rolling re-check: a snapshot of the streams, re-read a slice per look.
+        self._marks: AccessMarks | None = None
         self._unchecked: set[Connection] = set()
+        self._rolling: list[Connection] = []
+        self._rolling_next = 0
+        self._rolling_credit = 0.0
 
     # Life cycle -----------------------------------------------------------------------------
 
@@ -451,12 +459,15 @@ class Hub:
         listen to. When the check itself cannot run for longer than allowed (Redis or the
         database away), close them with 1013: a revoked session must not keep receiving.
 
-        Expiry is checked in memory on every call. Sessions, accounts and memberships are
-        re-read for every stream only when `access_epoch` moved since the last such re-check
-        (a revocation, an account or membership change), when `events_full_recheck_seconds`
-        passed, after a failed check, or when `full`; otherwise only for the streams opened
-        since. Re-reading 5,000 streams every 2 s held a worker's event loop for 90 ms each
-        time, and nearly every time nothing had changed (bench.realtime ws_idle).
+        Each look (every `events_recheck_seconds`) checks expiry in memory and asks
+        `access_changes` what changed since the last look. Streams of the sessions denied since
+        are closed at once. Every stream is re-read (session, account, memberships) only when
+        that is not the whole story: an account or a membership changed, the denials cannot be
+        told one by one, the last look failed, or `full`. Otherwise only the streams opened
+        since the last look are, and a slice of the others, so that each is re-read at least
+        every `events_full_recheck_seconds` whatever happened (a change made without the marks,
+        by an older release during a rolling deploy). Re-reading 5,000 streams every 2 s held
+        a worker's event loop for 90 ms each time (bench.realtime ws_idle).
         """
         now = time.time()
         for connection in list(self.connections):
@@ -468,29 +479,43 @@ class Hub:
             return
         reads = ReadConnection(self.engine)
         try:
-            epoch = await access_epoch(self.redis, reads)
-            started = time.monotonic()
-            every = (
-                full
-                or epoch != self._checked_epoch
-                or started - self._last_full_check >= self.settings.events_full_recheck_seconds
-            )
-            # Taken together with no await in between: a stream registered from here on is
-            # left for the next look, which finds it in `_unchecked`.
-            targets = self.connections if every else self._unchecked
-            live = [c for c in targets if c.close_code is None]
+            changes = await access_changes(self.redis, reads, self._marks)
+            if changes.denied:
+                for connection in list(self.connections):
+                    if connection.session_id in changes.denied:
+                        connection.close(CLOSE_UNAUTHORIZED)
+            # Taken with no await in between: a stream registered from here on is left for
+            # the next look, which finds it in `_unchecked`.
+            if full or not changes.complete:
+                targets: Iterable[Connection] = self.connections
+                self._rolling, self._rolling_next, self._rolling_credit = [], 0, 0.0
+            else:
+                targets = [*self._unchecked, *self._rolling_slice()]
+            live = list({c: None for c in targets if c.close_code is None})
             self._unchecked = set()
-            if every:
-                self._checked_epoch = None  # until this re-check has finished
+            self._marks = None  # until this look has done what it found
             await self._recheck(reads, live)
-            if every:
-                self._checked_epoch, self._last_full_check = epoch, started
+            self._marks = changes.marks
         except Exception as exc:  # Redis or the database away, most likely: see below
-            self._checked_epoch = None
+            self._marks = None  # what changed meanwhile may not all be told: re-read everything
             return self._check_failed(exc)
         finally:
             await reads.close()
         self._last_check_ok = time.monotonic()
+
+    def _rolling_slice(self) -> list[Connection]:
+        """The next streams of the rolling re-check: each look takes its share of a snapshot
+        (looks per full re-check: `events_full_recheck_seconds / events_recheck_seconds`), so
+        that the whole snapshot is re-read within that time in small, evenly spread parts."""
+        if self._rolling_next >= len(self._rolling):
+            self._rolling, self._rolling_next = list(self.connections), 0
+        share = self.settings.events_recheck_seconds / self.settings.events_full_recheck_seconds
+        self._rolling_credit += len(self._rolling) * min(1.0, share)
+        take = int(self._rolling_credit + 1e-9)
+        self._rolling_credit -= take
+        part = self._rolling[self._rolling_next : self._rolling_next + take]
+        self._rolling_next += take
+        return [c for c in part if c in self.connections]
 
     async def _recheck(self, reads: ReadConnection, live: list[Connection]) -> None:
         for start in range(0, len(live), _CHECK_BATCH):

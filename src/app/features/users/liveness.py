@@ -8,10 +8,11 @@ process's connections in two round trips: the login-session denylist in Redis (l
 in PostgreSQL (deactivation, and the token version that a password change, reset or role change
 bumps).
 
-Checking thousands of connections costs the event loop about 9 us each, so a process checks
-them only when `access_epoch` has moved: it pairs the denylist's counter (bumped with each
-revocation, `core.security.deny_session`) with the accounts' and memberships' counter (bumped
-at commit by triggers, `AccessEpoch`). Both are read in two cheap round trips.
+Checking thousands of connections costs the event loop about 9 us each, so a process asks
+`access_changes` what changed since it last looked: which sessions were denied (a capped
+stream that `core.security.deny_session` appends to, with a count that tells whether the
+stream still holds every denial since), and whether any account or membership changed (the
+`access_epoch` counter that triggers move at commit, `AccessEpoch`). Two cheap round trips.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.core.reads import ReadConnection
-from app.core.security import REVOKED_SESSIONS_EPOCH_KEY, revoked_session_key
+from app.core.security import (
+    REVOKED_SESSIONS_COUNT_KEY,
+    REVOKED_SESSIONS_STREAM,
+    revoked_session_key,
+)
 from app.features.users.models import Role
 from app.features.users.queries import UserQueries
 
@@ -64,13 +69,61 @@ async def check_login_sessions(
     return Liveness(frozenset(ended), roles)
 
 
-async def access_epoch(redis: Redis, connection: ReadConnection) -> tuple[int, int]:
-    """Where revocations and account changes stand: a value that differs from an earlier one
-    means a login session may have ended, or an account or a membership changed, in between.
+# At most this many revocations are read per look; more since the last look: re-check all.
+_DENIALS_PER_LOOK = 1000
 
-    Read before a re-check, it tells the next look whether anything happened since that
-    re-check read its data (a change committed in between moves it again). Raises on a Redis or
-    database outage."""
-    denied = await redis.get(REVOKED_SESSIONS_EPOCH_KEY)
-    changed = await UserQueries(connection).access_epoch()
-    return int(denied or 0), changed
+
+@dataclass(frozen=True, slots=True)
+class AccessMarks:
+    """Where revocations and account changes stood at one look."""
+
+    denied_count: int  # how many sessions had been denied (REVOKED_SESSIONS_COUNT_KEY)
+    denied_last: str  # the stream id of the last denial read ("0-0": none)
+    accounts: int  # `access_epoch`: moved by every change of an account's access or membership
+
+
+@dataclass(frozen=True, slots=True)
+class AccessChanges:
+    """What changed since an earlier look: the sessions denied since, by id, and whether that
+    is all that changed (`complete`). When it is not (an account or a membership changed, the
+    stream was cut or Redis lost it, or there is no earlier look), every connection must be
+    re-checked."""
+
+    marks: AccessMarks
+    denied: frozenset[uuid.UUID]
+    complete: bool
+
+
+async def access_changes(
+    redis: Redis, connection: ReadConnection, since: AccessMarks | None
+) -> AccessChanges:
+    """The changes since `since` (None: everything may have changed), in two round trips: one to
+    Redis (the denials' count and the stream past the last one read, read together), one to
+    PostgreSQL (`access_epoch`). Raises on a Redis or database outage.
+
+    The marks are read before any re-check that they lead to: a change committed after it
+    moves them again, so the next look sees it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(REVOKED_SESSIONS_COUNT_KEY)
+        if since is None:
+            pipe.xrevrange(REVOKED_SESSIONS_STREAM, count=1)
+        else:
+            # From the last id read, inclusive (an exclusive start needs Redis 6.2); it is
+            # dropped below. One more than the cap, so that a full read can be told apart.
+            pipe.xrange(REVOKED_SESSIONS_STREAM, min=since.denied_last, count=_DENIALS_PER_LOOK + 1)
+        count_raw, entries = await pipe.execute()
+    accounts = await UserQueries(connection).access_epoch()
+    count = int(count_raw or 0)
+    if since is None:
+        last = entries[0][0].decode() if entries else "0-0"
+        return AccessChanges(AccessMarks(count, last, accounts), frozenset(), complete=False)
+    new = [(raw_id.decode(), fields) for raw_id, fields in entries]
+    new = [(entry_id, fields) for entry_id, fields in new if entry_id != since.denied_last]
+    last = new[-1][0] if new else since.denied_last
+    denied = frozenset(uuid.UUID(fields[b"session"].decode()) for _, fields in new)
+    complete = (
+        accounts == since.accounts
+        and count - since.denied_count == len(new)
+        and len(new) <= _DENIALS_PER_LOOK
+    )
+    return AccessChanges(AccessMarks(count, last, accounts), denied, complete)
