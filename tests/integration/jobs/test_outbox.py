@@ -142,8 +142,12 @@ class TestRedisOutage:
         # A Redis that accepts connections and never answers: a hand-off to it hangs until
         # its 30 s timeout. The response must not wait for it.
         stuck: list[asyncio.StreamWriter] = []
+        closing = False
 
         async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if closing:  # accepted just before the server closed: fail it like the others
+                writer.close()
+                return
             stuck.append(writer)
             while await reader.read(65536):
                 pass
@@ -167,9 +171,13 @@ class TestRedisOutage:
             assert str(row["id"]) == outbox_id
             assert row["sent_at"] is None
         finally:
-            for writer in stuck:  # Redis "fails": the hand-off gives up, the relay owns the row
-                writer.close()
+            # Redis "fails": the hand-off gives up, the relay owns the row. The server stops
+            # accepting first: a retry's connection accepted after the writers were closed hung
+            # the hand-off for its whole 30 s timeout (seen once in CI).
+            closing = True
             server.close()
+            for writer in stuck:
+                writer.close()
         # redis-py retries a few times with backoff before it gives up (about 5 s).
         await app_of(api).state.job_dispatcher.drain(seconds=20)
         assert app_of(api).state.job_dispatcher.pending == 0
