@@ -141,18 +141,16 @@ class TestRedisOutage:
     ) -> None:
         # A Redis that accepts connections and never answers: a hand-off to it hangs until
         # its 30 s timeout. The response must not wait for it.
-        stuck: list[asyncio.StreamWriter] = []
+        accepted: list[asyncio.BaseTransport] = []
         closing = False
 
-        async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if closing:  # accepted just before the server closed: fail it like the others
-                writer.close()
-                return
-            stuck.append(writer)
-            while await reader.read(65536):
-                pass
+        class NeverAnswer(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.append(transport)
+                if closing:  # accepted just before the server closed: fail it like the others
+                    transport.close()
 
-        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(NeverAnswer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
             api = await make_client(
@@ -171,18 +169,21 @@ class TestRedisOutage:
             assert str(row["id"]) == outbox_id
             assert row["sent_at"] is None
         finally:
-            # Redis "fails": the hand-off gives up, the relay owns the row. The server stops
-            # accepting first: a retry's connection accepted after the writers were closed hung
-            # the hand-off for its whole 30 s timeout (seen once in CI).
+            # Redis "fails": the hand-off gives up, the relay owns the row. A connection whose
+            # `connection_made` has not run yet is closed when it runs (`closing`): one left
+            # open kept the hand-off waiting for its whole 30 s (seen in CI).
             closing = True
             server.close()
-            for writer in stuck:
-                writer.close()
+            for transport in accepted:
+                transport.close()
         # redis-py retries a few times with backoff before it gives up (about 5 s).
         await app_of(api).state.job_dispatcher.drain(seconds=20)
         assert app_of(api).state.job_dispatcher.pending == 0
         [row] = await outbox_rows(db_conn)
         assert row["sent_at"] is None, "left for the relay"
+        for transport in accepted:  # every socket closed before the test ends
+            transport.close()
+        await asyncio.sleep(0.05)
 
     async def test_request_succeeds_while_redis_is_down_and_the_relay_delivers_later(
         self,
