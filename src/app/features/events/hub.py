@@ -454,7 +454,7 @@ class Hub:
             except Exception:
                 log.exception("events.check_failed")
 
-    async def check_connections(self, *, full: bool = False) -> None:
+    async def check_connections(self) -> None:
         """Close streams whose token expired or whose session ended; update what the others
         listen to. When the check itself cannot run for longer than allowed (Redis or the
         database away), close them with 1013: a revoked session must not keep receiving.
@@ -463,7 +463,7 @@ class Hub:
         `access_changes` what changed since the last look. Streams of the sessions denied since
         are closed at once. Every stream is re-read (session, account, memberships) only when
         that is not the whole story: an account or a membership changed, the denials cannot be
-        told one by one, the last look failed, or `full`. Otherwise only the streams opened
+        told one by one, or the last look failed. Otherwise only the streams opened
         since the last look are, and a slice of the others, so that each is re-read at least
         every `events_full_recheck_seconds` whatever happened (a change made without the marks,
         by an older release during a rolling deploy). Re-reading 5,000 streams every 2 s held
@@ -486,7 +486,7 @@ class Hub:
                         connection.close(CLOSE_UNAUTHORIZED)
             # Taken with no await in between: a stream registered from here on is left for
             # the next look, which finds it in `_unchecked`.
-            if full or not changes.complete:
+            if not changes.complete:
                 targets: Iterable[Connection] = self.connections
                 self._rolling, self._rolling_next, self._rolling_credit = [], 0, 0.0
             else:
