@@ -7,8 +7,9 @@ Create Date: 2026-12-07
 The event hub re-reads all its open streams (sessions, accounts, memberships) only when this
 counter has moved (revoked sessions it learns one by one from Redis; and each stream is still
 re-read, a slice at a time, within `events_full_recheck_seconds`): reading one row every 2 s
-costs nothing, where re-reading 5,000 streams every 2 s cost a worker 90 ms of its event loop. Triggers bump it, so no code path can change an account or a membership without
-the hub noticing, raw SQL included.
+costs nothing, where re-reading 5,000 streams every 2 s cost a worker 90 ms of its event loop.
+Triggers bump it, so no code path can change an account or a membership without the hub
+noticing, raw SQL included.
 
 The triggers are deferred constraint triggers: they run at commit, so the counter's row is
 locked only for the end of the transaction that changed something (no lock-order deadlock with
