@@ -43,6 +43,7 @@ import httpx
 
 from bench.services import create_database, drop_database, dsn, find_services
 from bench.wrk import ensure_wrk
+from bench.ws_clients import HeldSockets
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="/health p99 samples on each side of ws_idle (their median is compared)",
     )
     parser.add_argument(
-        "--cycles", type=int, default=3, help="ws_idle: alternations without/with the sockets"
+        "--cycles", type=int, default=5, help="ws_idle: alternations without/with the sockets"
     )
     parser.add_argument("--scenarios", default="ws_idle,ws_fanout", help="ws_idle,ws_fanout")
     parser.add_argument("--output", type=Path, default=None, help="results file (Markdown)")
@@ -276,43 +277,72 @@ class Results:
     lines: list[str] = field(default_factory=list)
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU counters (`/proc/stat`: user, nice, system, idle, iowait, irq,
+    softirq, steal, ...), in clock ticks."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """The share of the machine's CPU time the hypervisor gave to other guests in between: a
+    p99 measured while it is high says more about the neighbours than about the server."""
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(spent[:8])
+    return spent[7] / total if total and len(spent) > 7 else 0.0
+
+
 async def ws_idle(
     server: Server, users: list[dict[str, Any]], mint: Any, args: argparse.Namespace, out: Results
 ) -> None:
     """Memory and idle CPU per connection, and `/health`'s p99 without and with the connections
     in `--cycles` alternations (close them, sample, open them again, sample): the p99 of this
     machine drifts between minutes by more than the 10% compared, so each cycle's pair is
-    measured minutes apart at most, and the pooled samples of all cycles are compared."""
+    measured minutes apart at most, and the pooled samples of all cycles are compared.
+
+    The sockets are held by a separate client process at the lowest CPU priority
+    (`bench.ws_clients`): the server's work for them (its heartbeats, the answers it reads,
+    the hub's re-checks) is measured, and the clients' own work, which in production happens
+    on other machines, is scheduled after the server's and `wrk`'s."""
     tokens = [mint(users[number % len(users)]) for number in range(args.idle)]
-    without: list[list[float]] = []
-    with_them: list[list[float]] = []
+    samples: dict[str, list[list[float]]] = {"without": [], "with": []}
+    steal: dict[str, list[float]] = {"without": [], "with": []}
     first: dict[str, float] = {}
-    for cycle in range(args.cycles):
-        without.append(
+
+    async def sample(side: str) -> None:
+        before = cpu_times()
+        samples[side].append(
             await health_p99_samples(server.url, args.health_requests, args.health_samples)
         )
+        steal[side].append(steal_share(before, cpu_times()))
+
+    for cycle in range(args.cycles):
+        await sample("without")
         await asyncio.sleep(1)
         if cycle == 0:
             first["idle_before"] = await server.idle_cpu_share(10)
             first["rss_before"] = server.rss_kb()
         started = time.monotonic()
-        sockets = await open_clients(server, tokens)
+        held = await HeldSockets.open(server.ws_url, tokens, nice=19)
         if cycle == 0:
             first["opened_in"] = time.monotonic() - started
-            first["opened"] = len(sockets)
+            first["opened"] = held.count
         await asyncio.sleep(3)
         if cycle == 0:
             first["rss_after"] = server.rss_kb()
             first["idle_after"] = await server.idle_cpu_share(10)
-        with_them.append(
-            await health_p99_samples(server.url, args.health_requests, args.health_samples)
-        )
-        await asyncio.gather(*(ws.close() for ws in sockets))
+        await sample("with")
+        await held.close()
         await asyncio.sleep(2)
     per_connection = (first["rss_after"] - first["rss_before"]) / max(1, first["opened"])
-    pooled_without = percentile([v for samples in without for v in samples], 50)
-    pooled_with = percentile([v for samples in with_them for v in samples], 50)
+    without, with_them = samples["without"], samples["with"]
+    pooled_without = percentile([v for cycle in without for v in cycle], 50)
+    pooled_with = percentile([v for cycle in with_them for v in cycle], 50)
     change = (pooled_with / pooled_without - 1) * 100 if pooled_without else float("nan")
+    # Each cycle's own change (its two medians, a minute apart): their spread shows the noise.
+    changes = [
+        (percentile(b, 50) / percentile(a, 50) - 1) * 100
+        for a, b in zip(without, with_them, strict=True)
+    ]
     out.lines += [
         "## ws_idle: idle WebSocket connections on one worker",
         "",
@@ -328,12 +358,17 @@ async def ws_idle(
         f"| /health p99 without / with them (median of all {len(without)} x "
         f"{args.health_samples} samples) | {pooled_without:.2f} ms / {pooled_with:.2f} ms "
         f"({change:+.0f} %) | within 10 % |",
+        f"| each cycle's change (median, range) | {percentile(changes, 50):+.0f} % "
+        f"({min(changes):+.0f} % to {max(changes):+.0f} %) | |",
+        f"| CPU stolen by the hypervisor while sampling, without / with them | "
+        f"{percentile(steal['without'], 50) * 100:.0f}% / "
+        f"{percentile(steal['with'], 50) * 100:.0f}% (median of the cycles) | |",
     ]
     for number, (before, after) in enumerate(zip(without, with_them, strict=True), 1):
         out.lines.append(
             f"| cycle {number}: samples without / with them | "
-            f"{', '.join(f'{v:.2f}' for v in before)} / {', '.join(f'{v:.2f}' for v in after)} "
-            f"ms | |"
+            f"{', '.join(f'{v:.2f}' for v in before)} / "
+            f"{', '.join(f'{v:.2f}' for v in after)} ms ({changes[number - 1]:+.0f} %) | |"
         )
     out.lines.append("")
 

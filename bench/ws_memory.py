@@ -21,11 +21,9 @@ import asyncio
 import collections
 import datetime as dt
 import gc
-import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
@@ -33,29 +31,7 @@ from typing import Any
 
 from bench.realtime import minter, seed
 from bench.services import create_database, drop_database, find_services
-
-_CLIENT = r"""
-import asyncio, json, sys
-from websockets.asyncio.client import connect
-
-async def main(url, tokens):
-    limit = asyncio.Semaphore(100)
-    async def one(token):
-        async with limit:
-            ws = await connect(url, open_timeout=60, max_queue=None)
-            await ws.send(json.dumps({"type": "auth", "access_token": token}))
-            assert json.loads(await ws.recv())["type"] == "ready"
-            return ws
-    sockets = await asyncio.gather(*(one(t) for t in tokens))
-    print("open", len(sockets), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    print("closed", flush=True)
-
-url = sys.argv[1]
-tokens = json.loads(sys.stdin.readline())
-asyncio.run(main(url, tokens))
-"""
+from bench.ws_clients import HeldSockets
 
 
 def _rss_kb() -> int:
@@ -103,32 +79,6 @@ def _task_names() -> collections.Counter[str]:
     return names
 
 
-def _clients(url: str, tokens: list[str]) -> subprocess.Popen[str]:
-    """A client process holding one authenticated WebSocket per token (returns once open)."""
-    client = subprocess.Popen(
-        [sys.executable, "-c", _CLIENT, url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert client.stdin is not None
-    assert client.stdout is not None
-    client.stdin.write(json.dumps(tokens) + "\n")
-    client.stdin.flush()
-    line = client.stdout.readline()
-    assert line.startswith("open"), line
-    return client
-
-
-def _close_clients(client: subprocess.Popen[str]) -> None:
-    assert client.stdin is not None
-    assert client.stdout is not None
-    client.stdin.write("\n")
-    client.stdin.flush()
-    client.stdout.readline()
-    client.wait(timeout=60)
-
-
 async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) -> list[str]:
     import uvicorn
 
@@ -155,14 +105,14 @@ async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) 
     try:
         # A first batch opened and closed: what the first connection loads or caches is not
         # counted against the idle ones.
-        await asyncio.to_thread(_close_clients, await asyncio.to_thread(_clients, url, warmup))
+        await (await HeldSockets.open(url, warmup)).close()
         await asyncio.sleep(1)
         gc.collect()
         tasks_before, types_before, rss_before = _task_names(), _type_counts(), _rss_kb()
         coros_before = _coroutines()
         tracemalloc.start(frames)
         before = tracemalloc.take_snapshot()
-        client = await asyncio.to_thread(_clients, url, tokens)
+        client = await HeldSockets.open(url, tokens)
         await asyncio.sleep(2)
         gc.collect()
         after = tracemalloc.take_snapshot()
@@ -170,7 +120,7 @@ async def measure(port: int, tokens: list[str], warmup: list[str], frames: int) 
         tracemalloc.stop()
         tasks_after, types_after, rss_after = _task_names(), _type_counts(), _rss_kb()
         coros_after = _coroutines()
-        await asyncio.to_thread(_close_clients, client)
+        await client.close()
     finally:
         server.should_exit = True
         await serving

@@ -284,3 +284,28 @@ class TestVariants:
         # The targets are judged on the baseline only: one row set, not three.
         targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
         assert "[otel-100]" not in targets
+
+
+class TestRealtimeHelpers:
+    def test_steal_is_the_eighth_counters_share_of_the_first_eight(self) -> None:
+        from bench.realtime import steal_share
+
+        before = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
+        after = [400, 0, 150, 1100, 0, 0, 0, 150, 7, 7]
+        # 300 user + 100 system + 300 idle + 100 steal; guest time (counted in user) is not
+        # counted twice.
+        assert steal_share(before, after) == pytest.approx(100 / 800)
+
+    def test_no_time_passed_or_no_steal_counter_is_no_steal(self) -> None:
+        from bench.realtime import steal_share
+
+        assert steal_share([1] * 10, [1] * 10) == 0.0
+        assert steal_share([1, 2, 3, 4], [5, 6, 7, 8]) == 0.0
+
+    def test_the_machines_counters_are_read(self) -> None:
+        from bench.realtime import cpu_times
+
+        counters = cpu_times()
+        assert len(counters) >= 8
+        assert all(value >= 0 for value in counters)
+        assert sum(counters[:8]) > 0
