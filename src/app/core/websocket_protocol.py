@@ -6,7 +6,10 @@ what uvicorn gave it. Three things are lighter here, and everything else is uvic
 
 - the parsed upgrade request and the 101 response (their header maps, about 4 KB), which
   uvicorn keeps in the protocol object after the handshake and never reads again, are dropped
-  once the connection is accepted;
+  once the connection is accepted; the request's headers are emptied too, because websockets'
+  parser keeps the request itself alive for the connection's whole life (a local of its
+  suspended generator), a dozen lists and tuples that every full garbage collection walks (the
+  ASGI scope has its own copy of the headers);
 - the receive queue is an `Inbox` instead of an `asyncio.Queue` (three deques and an `Event`,
   about 2.3 KB even when empty): one consumer, a deque only while messages wait;
 - the flow-control flag is a `Flag` instead of an `asyncio.Event` (a deque of waiters each).
@@ -117,5 +120,6 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and "response" in self.__dict__:
             # uvicorn reads both only until the handshake completes (the accept, or a denial).
+            self.request.headers.clear()
             del self.request
             del self.response

@@ -8,12 +8,14 @@ so that its tasks can be looked at; bench/ws_memory.py measures the bytes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.http11 import Request
 
 from app.config import Settings
 from app.core.database import uuid7
@@ -88,6 +90,18 @@ async def test_an_idle_websocket_runs_one_task_outside_the_http_middleware(
             assert "_pump_websocket" in chain
             assert chain[-2:] == ["WebSocketsSansIOProtocol.receive", "Inbox.get"]
             assert not _HTTP_LAYERS & set(chain), chain
+
+        # No handshake request is kept with its headers on the server's side: websockets'
+        # parser keeps the request object alive for the connection's life, and every full
+        # garbage collection would walk its header lists (the clients keep their own).
+        gc.collect()
+        clients = {id(ws.request) for ws in sockets}
+        kept = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, Request) and id(o) not in clients and len(o.headers)
+        ]
+        assert kept == []
 
         # An event interrupts the wait and is sent; a close too, with its code.
         hub.dispatch(
