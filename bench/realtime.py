@@ -1,14 +1,17 @@
 """Real-time events under load (issue 15): idle WebSockets and fan-out latency.
 
-Two scenarios against one `saas serve` process (`--workers 1`), on a fresh database:
+Two scenarios against `saas serve` on a fresh database:
 
-- `ws_idle`: N idle, authenticated WebSocket connections (default 5,000). Reports the server's
+- `ws_idle`: N idle, authenticated WebSocket connections (default 5,000) on one worker
+  (`--workers 1`). Reports the server's
   memory per connection (RSS growth / N; target <= 20 KB), its CPU while nobody calls it, and
   `GET /health`'s p99 with and without them (target: within 10 %), measured by `wrk` in
   `--cycles` alternations of several samples each (the p99 drifts by more than 10% between
   minutes on a 2-core machine), the pooled medians compared.
 - `ws_fanout`: C connected clients (default 1,000: one per user, plus a few admins that see every
-  event) while orders are placed through the API at R per second (default 50). Reports the
+  event) while orders are placed through the API at R per second (default 50), against
+  `--fanout-workers` workers (default: as many as `saas serve` starts here, one per CPU; the
+  clients land on any of them and each event crosses processes through Redis). Reports the
   latency from the event's `at` (stamped inside the order's transaction, just before its commit)
   to its receipt, p50 and p99 (target p99 <= 100 ms), and events lost (expected deliveries, by
   the audience rules, that never arrived; target 0) and duplicated.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import os
 import re
@@ -34,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +77,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cycles", type=int, default=5, help="ws_idle: alternations without/with the sockets"
     )
+    parser.add_argument(
+        "--fanout-workers",
+        type=int,
+        default=None,
+        help="ws_fanout: server workers (default: one per CPU, as `saas serve` starts)",
+    )
     parser.add_argument("--scenarios", default="ws_idle,ws_fanout", help="ws_idle,ws_fanout")
     parser.add_argument("--output", type=Path, default=None, help="results file (Markdown)")
     parser.add_argument("--embedded", action="store_true", help="skip the local services")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.fanout_workers is None:
+        from app.config import available_cpus
+
+        args.fanout_workers = available_cpus()
+    return args
 
 
 @dataclass
@@ -118,10 +134,19 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(env: dict[str, str], port: int, log: Path) -> Server:
+def start_server(env: dict[str, str], port: int, log: Path, workers: int = 1) -> Server:
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--workers", "1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--workers",
+                str(workers),
+                "--port",
+                str(port),
+            ],
             env=env,
             cwd=ROOT,
             stdout=out,
@@ -135,6 +160,8 @@ def start_server(env: dict[str, str], port: int, log: Path) -> Server:
             raise RuntimeError(f"saas serve exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(server.url + "/ready", timeout=2).status_code == 200:
+                if workers > 1:
+                    time.sleep(3)  # the first worker answered: let the others start too
                 return server
         except httpx.TransportError:
             pass
@@ -385,7 +412,7 @@ async def ws_fanout(
     admins = [user for user in users if user["role"] == "admin"][: args.admins]
     clients = plain + admins
     sockets = await open_clients(server, [mint(user) for user in clients])
-    received: list[list[tuple[str, str, float, str]]] = [[] for _ in clients]
+    received: list[list[tuple[str, str, float, str, str]]] = [[] for _ in clients]
 
     async def listen(index: int, ws: Any) -> None:
         try:
@@ -394,12 +421,24 @@ async def ws_fanout(
                 message = json.loads(raw)
                 if message.get("type") == "event":
                     received[index].append(
-                        (message["data"]["id"], message["event"], now, message["at"])
+                        (
+                            message["data"]["id"],
+                            message["event"],
+                            now,
+                            message["at"],
+                            message["id"],
+                        )
                     )
         except Exception:
             return
 
     listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(sockets)]
+    # No cyclic garbage collection in this process while it measures: a full one over its
+    # 1,000 clients paused it for 170-330 ms, and every event that arrived meanwhile was
+    # counted that much later (gc.callbacks in this process, 2026-12-07).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     placed: list[tuple[str, int]] = []  # (order id, index of its owner among the clients)
     failures = 0
     tokens = [mint(user) for user in plain]
@@ -433,11 +472,17 @@ async def ws_fanout(
             await asyncio.gather(*pending)
         elapsed = time.monotonic() - start
     await asyncio.sleep(3)
+    gc.enable()
+    gc.unfreeze()
     for task in listeners:
         task.cancel()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
     latencies: list[float] = []
+    # The two legs of each delivery: commit to Redis (the event's id is the stream id Redis
+    # gave it, its time in ms) and Redis to receipt (the hub's read, the fan-out, the socket).
+    to_redis: list[float] = []
+    from_redis: list[float] = []
     lost = duplicates = 0
     admin_indexes = range(len(plain), len(clients))
     for order_id, owner in placed:
@@ -449,10 +494,13 @@ async def ws_fanout(
             duplicates += len(hits) - 1
             at = dt.datetime.fromisoformat(hits[0][3].replace("Z", "+00:00")).timestamp()
             latencies.append((hits[0][2] - at) * 1000)
+            stored = int(hits[0][4].split("-", 1)[0]) / 1000
+            to_redis.append((stored - at) * 1000)
+            from_redis.append((hits[0][2] - stored) * 1000)
     foreign = sum(
         1
         for index in range(len(plain))
-        for order_id, _, _, _ in received[index]
+        for order_id, _, _, _, _ in received[index]
         if not any(o == order_id and owner == index for o, owner in placed)
     )
     out.lines += [
@@ -460,6 +508,7 @@ async def ws_fanout(
         "",
         "| measure | value | target |",
         "|---|---|---|",
+        f"| server | `saas serve --workers {args.fanout_workers}` | |",
         f"| clients | {len(sockets)} ({len(admins)} admins see every event) | {args.clients} |",
         f"| orders placed | {len(placed)} in {elapsed:.1f} s ({len(placed) / elapsed:.1f}/s), "
         f"{failures} failed | {args.rate:g}/s |",
@@ -467,9 +516,20 @@ async def ws_fanout(
         f"| latency p50 / p99 / max | {percentile(latencies, 50):.1f} / "
         f"{percentile(latencies, 99):.1f} / {max(latencies, default=float('nan')):.1f} ms "
         "| p99 <= 100 ms |",
+        f"| of which commit to Redis / Redis to receipt, p50 and p99 | "
+        f"{percentile(to_redis, 50):.1f}, {percentile(to_redis, 99):.1f} / "
+        f"{percentile(from_redis, 50):.1f}, {percentile(from_redis, 99):.1f} ms | |",
         f"| lost / duplicated / another user's | {lost} / {duplicates} / {foreign} | 0 / 0 / 0 |",
         "",
     ]
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run a scenario on uvloop, as the server runs: the clients' own event loop adds its delays
+    to every latency measured here, and the default loop's are larger."""
+    import uvloop
+
+    uvloop.run(scenario)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             f"# Real-time events bench, {started:%Y-%m-%d %H:%M} UTC",
             "",
             f"`python -m bench.realtime {' '.join(argv if argv is not None else sys.argv[1:])}`"
-            f" on {os.cpu_count()} CPUs, one server process (`saas serve --workers 1`).",
+            f" on {os.cpu_count()} CPUs.",
             "",
         ]
     )
@@ -519,19 +579,24 @@ def main(argv: list[str] | None = None) -> int:
             )
             users, product = asyncio.run(seed(database_url, max(args.clients, 100), args.admins))
             mint = minter(env)
-            server = start_server(env, free_port(), log)
-            try:
-                if "ws_idle" in wanted:
-                    print(f"bench.realtime: ws_idle with {args.idle} connections", flush=True)
-                    asyncio.run(ws_idle(server, users, mint, args, out))
-                if "ws_fanout" in wanted:
-                    print(
-                        f"bench.realtime: ws_fanout with {args.clients} clients at {args.rate:g}/s",
-                        flush=True,
-                    )
-                    asyncio.run(ws_fanout(server, users, product, mint, args, out))
-            finally:
-                server.stop()
+            if "ws_idle" in wanted:
+                print(f"bench.realtime: ws_idle with {args.idle} connections", flush=True)
+                server = start_server(env, free_port(), log)
+                try:
+                    run(ws_idle(server, users, mint, args, out))
+                finally:
+                    server.stop()
+            if "ws_fanout" in wanted:
+                print(
+                    f"bench.realtime: ws_fanout with {args.clients} clients at {args.rate:g}/s "
+                    f"on {args.fanout_workers} worker(s)",
+                    flush=True,
+                )
+                server = start_server(env, free_port(), log, workers=args.fanout_workers)
+                try:
+                    run(ws_fanout(server, users, product, mint, args, out))
+                finally:
+                    server.stop()
         finally:
             asyncio.run(drop_database(services.database_url, name))
     except Exception as exc:
