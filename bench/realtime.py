@@ -12,9 +12,10 @@ Two scenarios against `saas serve` on a fresh database:
   event) while orders are placed through the API at R per second (default 50), against
   `--fanout-workers` workers (default: as many as `saas serve` starts here, one per CPU; the
   clients land on any of them and each event crosses processes through Redis). Reports the
-  latency from the event's `at` (stamped inside the order's transaction, just before its commit)
-  to its receipt, p50 and p99 (target p99 <= 100 ms), and events lost (expected deliveries, by
-  the audience rules, that never arrived; target 0) and duplicated.
+  latency from the event's `at` (stamped inside the order's transaction, when the order records
+  its event, after taking its stock) to its receipt, p50 and p99 (target p99 <= 100 ms), split
+  into commit to Redis and Redis to receipt, and events lost (expected deliveries, by the
+  audience rules, that never arrived; target 0) and duplicated.
 
     python -m bench.realtime                      # the real run (the lead's, on a quiet machine)
     python -m bench.realtime --idle 50 --clients 20 --rate 5 --duration 3   # a quick check
