@@ -3,9 +3,9 @@
 Two scenarios against `saas serve` on a fresh database:
 
 - `ws_idle`: N idle, authenticated WebSocket connections (default 5,000) on one worker
-  (`--workers 1`). Reports the server's
-  memory per connection (RSS growth / N; target <= 20 KB), its CPU while nobody calls it, and
-  `GET /health`'s p99 with and without them (target: within 10 %), measured by `wrk` in
+  (`--workers 1`). Reports the server's memory per connection (RSS growth / N; target
+  <= 20 KB), its CPU while nobody calls it, and `GET /health`'s p99 with and without them
+  (target: within 10 %), measured by `wrk` in
   `--cycles` alternations of several samples each (the p99 drifts by more than 10% between
   minutes on a 2-core machine), the pooled medians compared.
 - `ws_fanout`: C connected clients (default 1,000: one per user, plus a few admins that see every
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -39,7 +40,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ import httpx
 
 from bench.services import create_database, drop_database, dsn, find_services
 from bench.wrk import ensure_wrk
-from bench.ws_clients import HeldSockets
+from bench.ws_clients import HeldSockets, open_sockets
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -271,26 +272,6 @@ async def health_p99(url: str, requests: int) -> float:
     return percentile(latencies, 99)
 
 
-async def open_clients(server: Server, tokens: list[str]) -> list[Any]:
-    """One authenticated WebSocket per token, in the tokens' order."""
-    from websockets.asyncio.client import connect
-
-    limit = asyncio.Semaphore(100)
-
-    async def one(token: str) -> Any:
-        async with limit:
-            # No ping frames from the client, as from a browser (its WebSocket API never sends
-            # one): the server's heartbeat is what keeps a stream alive. The websockets
-            # library's default (one every 20 s) doubled the frames each idle stream costs.
-            ws = await connect(server.ws_url, open_timeout=60, max_queue=None, ping_interval=None)
-            await ws.send(json.dumps({"type": "auth", "access_token": token}))
-            ready = json.loads(await ws.recv())
-            assert ready["type"] == "ready", ready
-            return ws
-
-    return list(await asyncio.gather(*(one(token) for token in tokens)))
-
-
 async def health_p99_samples(url: str, requests: int, samples: int = 3) -> list[float]:
     """Several `health_p99` samples, one after the other, after a discarded warm-up batch (a
     first sample on a fresh server also pays for its first requests: it read 3x the second).
@@ -309,6 +290,20 @@ def cpu_times() -> list[int]:
     """The machine's CPU counters (`/proc/stat`: user, nice, system, idle, iowait, irq,
     softirq, steal, ...), in clock ticks."""
     return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+@contextlib.contextmanager
+def no_garbage_collection() -> Iterator[None]:
+    """The cyclic collector off (what exists now frozen out of its reach), back on at the end
+    whatever happens."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def steal_share(before: list[int], after: list[int]) -> float:
@@ -412,7 +407,7 @@ async def ws_fanout(
     plain = [user for user in users if user["role"] == "user"][: max(0, args.clients - args.admins)]
     admins = [user for user in users if user["role"] == "admin"][: args.admins]
     clients = plain + admins
-    sockets = await open_clients(server, [mint(user) for user in clients])
+    sockets = await open_sockets(server.ws_url, [mint(user) for user in clients])
     received: list[list[tuple[str, str, float, str, str]]] = [[] for _ in clients]
 
     async def listen(index: int, ws: Any) -> None:
@@ -434,47 +429,43 @@ async def ws_fanout(
             return
 
     listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(sockets)]
-    # No cyclic garbage collection in this process while it measures: a full one over its
-    # 1,000 clients paused it for 170-330 ms, and every event that arrived meanwhile was
-    # counted that much later (gc.callbacks in this process, 2026-12-07).
-    gc.collect()
-    gc.freeze()
-    gc.disable()
     placed: list[tuple[str, int]] = []  # (order id, index of its owner among the clients)
     failures = 0
     tokens = [mint(user) for user in plain]
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        interval = 1 / args.rate
-        total = int(args.duration * args.rate)
-        start = time.monotonic()
-        pending: set[asyncio.Task[None]] = set()
+    # No cyclic garbage collection in this process while it measures: a full one over its
+    # 1,000 clients paused it for 170-330 ms, and every event that arrived meanwhile was
+    # counted that much later (gc.callbacks in this process, 2026-12-07).
+    with no_garbage_collection():
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            interval = 1 / args.rate
+            total = int(args.duration * args.rate)
+            start = time.monotonic()
+            pending: set[asyncio.Task[None]] = set()
 
-        async def place(number: int) -> None:
-            nonlocal failures
-            owner = number % len(plain)
-            response = await http.post(
-                "/api/v1/orders",
-                json={"items": [{"product_id": product, "quantity": 1}]},
-                headers={"Authorization": f"Bearer {tokens[owner]}"},
-            )
-            if response.status_code == 201:
-                placed.append((response.json()["id"], owner))
-            else:
-                failures += 1
+            async def place(number: int) -> None:
+                nonlocal failures
+                owner = number % len(plain)
+                response = await http.post(
+                    "/api/v1/orders",
+                    json={"items": [{"product_id": product, "quantity": 1}]},
+                    headers={"Authorization": f"Bearer {tokens[owner]}"},
+                )
+                if response.status_code == 201:
+                    placed.append((response.json()["id"], owner))
+                else:
+                    failures += 1
 
-        for number in range(total):
-            delay = start + number * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(place(number))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        if pending:
-            await asyncio.gather(*pending)
-        elapsed = time.monotonic() - start
-    await asyncio.sleep(3)
-    gc.enable()
-    gc.unfreeze()
+            for number in range(total):
+                delay = start + number * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(place(number))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending)
+            elapsed = time.monotonic() - start
+        await asyncio.sleep(3)
     for task in listeners:
         task.cancel()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)

@@ -71,7 +71,12 @@ class HeldSockets:
         await asyncio.wait_for(self.process.wait(), timeout=60)
 
 
-async def hold(url: str, tokens: list[str]) -> None:
+async def open_sockets(url: str, tokens: list[str]) -> list[Any]:
+    """One authenticated WebSocket per token, in the tokens' order (100 handshakes at a time).
+
+    No ping frames from the client, as from a browser (its WebSocket API never sends one): the
+    server's heartbeat is what keeps a stream alive. The websockets library's default (one every
+    20 s) doubled the frames each idle stream costs."""
     from websockets.asyncio.client import connect
 
     limit = asyncio.Semaphore(100)
@@ -85,7 +90,11 @@ async def hold(url: str, tokens: list[str]) -> None:
                 raise RuntimeError(f"no ready message: {ready}")
             return ws
 
-    sockets = await asyncio.gather(*(one(token) for token in tokens))
+    return list(await asyncio.gather(*(one(token) for token in tokens)))
+
+
+async def hold(url: str, tokens: list[str]) -> None:
+    sockets = await open_sockets(url, tokens)
     print(f"open {len(sockets)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
