@@ -171,10 +171,11 @@ def serve(
 def websocket_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's WebSocket settings, the same for `saas serve` and `saas dev`.
 
-    Event streams: ping frames as the heartbeat (API.md: at least every 25 s), small client
-    messages only (the auth message), no per-message compression (it costs each idle connection
-    hundreds of KB of zlib state), and uvicorn's protocol with less kept per connection
-    (`app.core.websocket_protocol`).
+    Event streams: ping frames as the heartbeat (API.md: at least every 25 s), sent by the
+    process's one `Heartbeat`, which fails a connection whose ping is still unanswered at its
+    next turn (so the pong timeout is the interval), small client messages only (the auth
+    message), no per-message compression (it costs each idle connection hundreds of KB of zlib
+    state), and uvicorn's protocol with less kept per connection (`app.core.websocket_protocol`).
     """
     from app.core.websocket_protocol import WEBSOCKET_PROTOCOL
 

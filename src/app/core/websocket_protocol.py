@@ -12,7 +12,8 @@ what uvicorn gave it. Three things are lighter here, and everything else is uvic
   ASGI scope has its own copy of the headers);
 - the receive queue is an `Inbox` instead of an `asyncio.Queue` (three deques and an `Event`,
   about 2.3 KB even when empty): one consumer, a deque only while messages wait;
-- the flow-control flag is a `Flag` instead of an `asyncio.Event` (a deque of waiters each).
+- the flow-control flag is a `Flag` instead of an `asyncio.Event` (a deque of waiters each);
+- the heartbeat is one `Heartbeat` per process instead of two timers per connection (see there).
 
 Both stand-ins offer exactly what uvicorn's protocol calls on them (`put_nowait`, `get`,
 `empty`; `set`, `clear`, `is_set`, `wait`); `tests/unit/test_websocket_protocol.py` checks that
@@ -22,11 +23,15 @@ against the installed uvicorn, so an upgrade that needs more fails there first.
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
+import weakref
 from collections import deque
 from typing import Any, Generic, TypeVar
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 
 # What `saas serve` and `saas dev` hand uvicorn (`ws=`): an import string, as for the app.
 WEBSOCKET_PROTOCOL = "app.core.websocket_protocol:WebSocketProtocol"
@@ -107,9 +112,90 @@ class Flag:
                 self._waiters.remove(waiter)
 
 
+# How often the heartbeat looks at its connections: each look pings 1/200th of them (at a
+# 20 s interval), about 25 at 5,000 connections, a fraction of a millisecond of the loop.
+HEARTBEAT_TICK_SECONDS = 0.1
+
+
+class Heartbeat:
+    """The ping frames of every WebSocket of one event loop, from one timer.
+
+    uvicorn's protocol keeps two timers per connection: the next ping, then the deadline of
+    its pong. With thousands of idle streams those are thousands of timer handles made and
+    dropped every interval (each one outlives the young generations and brings full garbage
+    collections nearer), and the pings of connections opened together stay together: the
+    5,000 streams a worker gets back after a restart ping in the same few seconds, for ever.
+
+    Here each connection gets a random slot of the interval when its handshake completes, and
+    one timer visits a slot every `HEARTBEAT_TICK_SECONDS`: each connection is pinged once per
+    interval (the first time within one interval of its handshake), and the pings of the
+    process are spread evenly over the interval however the connections arrived. A ping still
+    unanswered at the connection's next visit, one interval later, fails the connection
+    (close 1011, as uvicorn does when its pong deadline passes): the pong timeout is the
+    interval, which is how `saas serve` configures both.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        count = max(1, round(interval / HEARTBEAT_TICK_SECONDS))
+        self.tick = interval / count
+        self.slots: list[dict[WebSocketProtocol, None]] = [{} for _ in range(count)]
+        self.size = 0
+        self._next = 0
+        self._when = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> Heartbeat:
+        """The loop's heartbeat for this interval (one per process in practice)."""
+        wheels = _HEARTBEATS.setdefault(loop, {})
+        wheel = wheels.get(interval)
+        if wheel is None:
+            wheel = wheels[interval] = cls(loop, interval)
+        return wheel
+
+    def add(self, protocol: WebSocketProtocol) -> int:
+        """Ping `protocol` from now on; returns its slot (for `discard`)."""
+        slot = random.randrange(len(self.slots))  # noqa: S311 (spreads load, guards nothing)
+        self.slots[slot][protocol] = None
+        self.size += 1
+        if self._timer is None:
+            self._when = self.loop.time() + self.tick
+            self._timer = self.loop.call_at(self._when, self._visit)
+        return slot
+
+    def discard(self, protocol: WebSocketProtocol, slot: int) -> None:
+        if self.slots[slot].pop(protocol, _ABSENT) is not _ABSENT:
+            self.size -= 1
+        if not self.size and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _visit(self) -> None:
+        due = self.slots[self._next]
+        self._next = (self._next + 1) % len(self.slots)
+        for protocol in list(due):
+            protocol.heartbeat()
+        if not self.size:
+            self._timer = None
+            return
+        # On a fixed grid: a late visit does not push the others back.
+        self._when += self.tick
+        self._timer = self.loop.call_at(self._when, self._visit)
+
+
+_ABSENT = object()
+_HEARTBEATS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Heartbeat]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._heartbeat: Heartbeat | None = None
+        self._heartbeat_slot = 0
         self.queue = Inbox()  # type: ignore[assignment]
         writable = Flag()
         if self.writable.is_set():
@@ -123,3 +209,37 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.request.headers.clear()
             del self.request
             del self.response
+
+    # The heartbeat: uvicorn's own entry points (handshake done, connection lost or shut
+    # down, pong received), its timers replaced by the process's `Heartbeat`.
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval is not None and self.ping_interval > 0:
+            self._heartbeat = Heartbeat.of(self.loop, self.ping_interval)
+            self._heartbeat_slot = self._heartbeat.add(self)
+
+    def stop_keepalive(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.discard(self, self._heartbeat_slot)
+            self._heartbeat = None
+        super().stop_keepalive()
+
+    def heartbeat(self) -> None:
+        """This connection's turn: fail it if the last ping went unanswered, else ping it."""
+        if self.close_sent or self.transport.is_closing():
+            self.stop_keepalive()
+            return
+        if self.pending_ping_payload is not None:
+            self.stop_keepalive()
+            self.keepalive_timeout()
+            return
+        # A random payload names the ping: a late or unsolicited pong does not count.
+        self.pending_ping_payload = struct.pack("!I", random.getrandbits(32))
+        self.ping_sent_at = self.loop.time()
+        self.conn.send_ping(self.pending_ping_payload)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def handle_pong(self, event: Frame) -> None:
+        if self.pending_ping_payload is not None and event.data == self.pending_ping_payload:
+            self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+            self.pending_ping_payload = None
