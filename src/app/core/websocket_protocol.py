@@ -33,6 +33,8 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
+from app.core.logging import get_logger
+
 # What `saas serve` and `saas dev` hand uvicorn (`ws=`): an import string, as for the app.
 WEBSOCKET_PROTOCOL = "app.core.websocket_protocol:WebSocketProtocol"
 
@@ -112,6 +114,8 @@ class Flag:
                 self._waiters.remove(waiter)
 
 
+log = get_logger(__name__)
+
 # How often the heartbeat looks at its connections: each look pings 1/200th of them (at a
 # 20 s interval), about 25 at 5,000 connections, a fraction of a millisecond of the loop.
 HEARTBEAT_TICK_SECONDS = 0.1
@@ -173,10 +177,14 @@ class Heartbeat:
             self._timer = None
 
     def _visit(self) -> None:
-        due = self.slots[self._next]
-        self._next = (self._next + 1) % len(self.slots)
-        for protocol in list(due):
-            protocol.heartbeat()
+        slot = self._next
+        self._next = (slot + 1) % len(self.slots)
+        for protocol in list(self.slots[slot]):
+            try:
+                protocol.heartbeat()
+            except Exception:  # one broken connection must not stop the others' heartbeat
+                log.exception("websocket.heartbeat_failed")
+                self.discard(protocol, slot)
         if not self.size:
             self._timer = None
             return
@@ -214,7 +222,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     # down, pong received), its timers replaced by the process's `Heartbeat`.
 
     def start_keepalive(self) -> None:
-        if self.ping_interval is not None and self.ping_interval > 0:
+        if self._heartbeat is None and self.ping_interval is not None and self.ping_interval > 0:
             self._heartbeat = Heartbeat.of(self.loop, self.ping_interval)
             self._heartbeat_slot = self._heartbeat.add(self)
 

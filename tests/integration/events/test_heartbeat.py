@@ -238,6 +238,29 @@ async def test_each_visit_beats_one_whole_slot_and_every_slot_has_its_turn() -> 
             wheel.discard(protocol, slot)
 
 
+class _Broken(_Protocol):
+    def heartbeat(self) -> None:
+        raise RuntimeError("a connection in a state nobody foresaw")
+
+
+async def test_a_connection_that_fails_its_turn_is_dropped_and_the_others_keep_beating() -> None:
+    wheel = Heartbeat(asyncio.get_running_loop(), 0.1)
+    assert len(wheel.slots) == 1
+    healthy: Any = _Protocol()
+    broken: Any = _Broken()
+    slots = [wheel.add(healthy), wheel.add(broken)]
+    try:
+        async with asyncio.timeout(10):
+            while healthy.beats < 3:  # noqa: ASYNC110 (a plain counter)
+                await asyncio.sleep(0.01)
+        assert wheel.size == 1
+        assert list(wheel.slots[0]) == [healthy]
+    finally:
+        wheel.discard(healthy, slots[0])
+        wheel.discard(broken, slots[1])
+    assert wheel.size == 0
+
+
 def test_the_protocol_replaces_uvicorns_keepalive_entry_points() -> None:
     """uvicorn calls these; an upgrade that renames them would silently bring its timers back."""
     import inspect
