@@ -172,9 +172,18 @@ class Heartbeat:
     def discard(self, protocol: WebSocketProtocol, slot: int) -> None:
         if self.slots[slot].pop(protocol, _ABSENT) is not _ABSENT:
             self.size -= 1
-        if not self.size and self._timer is not None:
+        if not self.size:
+            self._retire()
+
+    def _retire(self) -> None:
+        """No connection left: no timer, and the loop forgets this heartbeat (which holds the
+        loop), so that a closed loop is not kept alive by it."""
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        wheels = _HEARTBEATS.get(self.loop)
+        if wheels is not None and wheels.get(self.interval) is self:
+            del wheels[self.interval]
 
     def _visit(self) -> None:
         slot = self._next
@@ -187,6 +196,7 @@ class Heartbeat:
                 self.discard(protocol, slot)
         if not self.size:
             self._timer = None
+            self._retire()
             return
         # On a fixed grid: a late visit does not push the others back.
         self._when += self.tick

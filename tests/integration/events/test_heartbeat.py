@@ -176,17 +176,19 @@ async def test_idle_connections_add_no_timer_of_their_own(port: int) -> None:
         # uvicorn's own keepalive scheduled each connection's next ping: 10 more timers. One
         # of slack: the server's and the heartbeat's timers may be between two runs.
         assert timers() <= before + 1
-        assert _heartbeat().size == 11
+        wheel = _heartbeat()
+        assert wheel.size == 11
     finally:
         for client in clients:
             client.close()
     for _ in range(100):
-        if not _heartbeat().size:
+        if not wheel.size:
             break
         await asyncio.sleep(0.02)
-    # The last connection gone, the heartbeat's timer is gone too.
-    assert _heartbeat().size == 0
-    assert _heartbeat()._timer is None
+    # The last connection gone, the heartbeat's timer is gone too, and the loop forgot it.
+    assert wheel.size == 0
+    assert wheel._timer is None
+    assert _heartbeat() is not wheel
 
 
 class _Protocol:
