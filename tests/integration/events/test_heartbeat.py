@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from app.core.websocket_protocol import WEBSOCKET_PROTOCOL, Heartbeat, WebSocketProtocol
-from app.dev import free_port
+from tests.in_loop import serving
 
 INTERVAL = 0.4
 
@@ -97,26 +96,14 @@ class Client:
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
     """uvicorn with the project's WebSocket protocol and a heartbeat every `INTERVAL` s."""
-    port = free_port()
-    config = uvicorn.Config(
+    async with serving(
         _idle_app,
-        host="127.0.0.1",
-        port=port,
         lifespan="off",
-        log_config=None,
         ws=WEBSOCKET_PROTOCOL,
         ws_ping_interval=INTERVAL,
         ws_ping_timeout=INTERVAL,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    yield port
-    server.should_exit = True
-    await serving
+    ) as port:
+        yield port
 
 
 def _heartbeat() -> Heartbeat:

@@ -15,10 +15,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 from app.main import create_app
 from tests.conftest import SettingsFactory
+from tests.in_loop import serving
 from tests.integration.catalog import ORDERS, Login, ProductFactory
 
 pytestmark = pytest.mark.slow
@@ -30,20 +30,8 @@ ROUNDS = 3
 async def live_url(make_settings: SettingsFactory) -> AsyncIterator[str]:
     """The app served by uvicorn on a free loopback port, for the duration of a test."""
     app = create_app(make_settings(db_pool_size=10, db_max_overflow=10))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with serving(app, lifespan="on") as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def fire(

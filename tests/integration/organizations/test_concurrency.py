@@ -12,11 +12,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 from app.features.organizations.models import OrgRole
 from app.main import create_app
 from tests.conftest import SettingsFactory
+from tests.in_loop import serving
 from tests.integration.catalog import Login
 from tests.integration.organizations.conftest import ORGS, AddMember, MakeKey, MakeTeam, bearer
 from tests.problems import assert_problem
@@ -29,20 +29,8 @@ ROUNDS = 4
 @pytest.fixture
 async def live_url(make_settings: SettingsFactory) -> AsyncIterator[str]:
     app = create_app(make_settings(db_pool_size=10, db_max_overflow=10))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with serving(app, lifespan="on") as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _owners(db_conn: asyncpg.Connection, org_id: str) -> int:
