@@ -37,24 +37,24 @@ async def _idle_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 class Client:
     """A WebSocket client that records when each ping arrived, and answers it or not."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: ClientProtocol
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.protocol = protocol
         self.pings: list[float] = []
         self.close_code: int | None = None
 
     @classmethod
     async def open(cls, port: int) -> Client:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer)
-        client.protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/"))
+        client = cls(reader, writer, ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/")))
         client.protocol.send_request(client.protocol.connect())
         writer.write(b"".join(client.protocol.data_to_send()))
         while not any(isinstance(e, Response) for e in await client._read()):
             pass
         return client
-
-    protocol: ClientProtocol
 
     async def _read(self) -> list[Any]:
         data = await self.reader.read(65536)
