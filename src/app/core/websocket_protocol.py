@@ -195,7 +195,6 @@ class Heartbeat:
                 log.exception("websocket.heartbeat_failed")
                 self.discard(protocol, slot)
         if not self.size:
-            self._timer = None
             self._retire()
             return
         # On a fixed grid: a late visit does not push the others back.

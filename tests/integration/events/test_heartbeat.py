@@ -19,7 +19,12 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from app.core.websocket_protocol import WEBSOCKET_PROTOCOL, Heartbeat, WebSocketProtocol
+from app.core.websocket_protocol import (
+    _HEARTBEATS,
+    WEBSOCKET_PROTOCOL,
+    Heartbeat,
+    WebSocketProtocol,
+)
 from tests.in_loop import serving
 
 INTERVAL = 0.4
@@ -175,7 +180,7 @@ async def test_idle_connections_add_no_timer_of_their_own(port: int) -> None:
     # The last connection gone, the heartbeat's timer is gone too, and the loop forgot it.
     assert wheel.size == 0
     assert wheel._timer is None
-    assert _heartbeat() is not wheel
+    assert wheel not in _HEARTBEATS.get(loop, {}).values()
 
 
 class _Protocol:
