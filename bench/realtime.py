@@ -43,7 +43,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -281,6 +281,16 @@ async def health_p99_samples(url: str, requests: int, samples: int = 3) -> list[
     return [await health_p99(url, requests) for _ in range(samples)]
 
 
+class Receipt(NamedTuple):
+    """An event as one fan-out client got it."""
+
+    order_id: str
+    name: str
+    received: float  # this process's clock (time.time())
+    at: str  # when the order recorded it (ISO 8601)
+    event_id: str  # the stream id, whose first part is Redis's clock in ms
+
+
 @dataclass
 class Results:
     lines: list[str] = field(default_factory=list)
@@ -408,7 +418,7 @@ async def ws_fanout(
     admins = [user for user in users if user["role"] == "admin"][: args.admins]
     clients = plain + admins
     sockets = await open_sockets(server.ws_url, [mint(user) for user in clients])
-    received: list[list[tuple[str, str, float, str, str]]] = [[] for _ in clients]
+    received: list[list[Receipt]] = [[] for _ in clients]
 
     async def listen(index: int, ws: Any) -> None:
         try:
@@ -417,7 +427,7 @@ async def ws_fanout(
                 message = json.loads(raw)
                 if message.get("type") == "event":
                     received[index].append(
-                        (
+                        Receipt(
                             message["data"]["id"],
                             message["event"],
                             now,
@@ -479,21 +489,24 @@ async def ws_fanout(
     admin_indexes = range(len(plain), len(clients))
     for order_id, owner in placed:
         for index in (owner, *admin_indexes):
-            hits = [r for r in received[index] if r[0] == order_id and r[1] == "order.created"]
+            hits = [
+                r for r in received[index] if r.order_id == order_id and r.name == "order.created"
+            ]
             if not hits:
                 lost += 1
                 continue
             duplicates += len(hits) - 1
-            at = dt.datetime.fromisoformat(hits[0][3].replace("Z", "+00:00")).timestamp()
-            latencies.append((hits[0][2] - at) * 1000)
-            stored = int(hits[0][4].split("-", 1)[0]) / 1000
+            first = hits[0]
+            at = dt.datetime.fromisoformat(first.at.replace("Z", "+00:00")).timestamp()
+            latencies.append((first.received - at) * 1000)
+            stored = int(first.event_id.split("-", 1)[0]) / 1000
             to_redis.append((stored - at) * 1000)
-            from_redis.append((hits[0][2] - stored) * 1000)
+            from_redis.append((first.received - stored) * 1000)
     foreign = sum(
         1
         for index in range(len(plain))
-        for order_id, _, _, _, _ in received[index]
-        if not any(o == order_id and owner == index for o, owner in placed)
+        for receipt in received[index]
+        if not any(o == receipt.order_id and owner == index for o, owner in placed)
     )
     out.lines += [
         "## ws_fanout: commit to receipt",
