@@ -44,9 +44,10 @@ _MESSAGES: dict[str, tuple[type[BaseModel], str, str]] = {
 _CLOSE_CODES = (
     "Close codes: 4401 missing, late or invalid auth message, session revoked or access token "
     "expired (reconnect with a fresh token); 4403 a live API key; 1008 the client read too slowly "
-    "(more than 1,000 live events queued); 1012 the server is restarting (reconnect); 1013 "
-    "sessions cannot be checked right now (reconnect later). The server sends a ping frame at "
-    "least every 25 s."
+    "(more than 1,000 live events queued); 1011 a ping went unanswered until the next one "
+    "(reconnect); 1012 the server is restarting (reconnect); 1013 sessions cannot be checked "
+    "right now (reconnect later). The server sends a ping frame at least every 25 s; a client "
+    "answers it with a pong (browsers do by themselves)."
 )
 
 
